@@ -1,0 +1,28 @@
+# Thin wrapper over CMake + CTest. `make demo` and `make test` are the two
+# setup commands of the README: both install missing Debian packages first.
+BUILD ?= build
+JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure test bench demo clean
+
+all: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@bash scripts/deps.sh
+
+configure: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+
+test: all
+	cd $(BUILD) && OMP_WAIT_POLICY=passive ctest --output-on-failure -j $(JOBS)
+
+bench: all
+	bash bench/run.sh $(BUILD)
+
+demo: all
+	bash scripts/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,43 @@
+/* main.c - the graft command line: dispatches to one function per subcommand. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"generate", cmd_generate, "continue a prompt (greedy or sampled)"},
+    {"score", cmd_score, "mean next-token NLL and perplexity of a text"},
+    {"tokenize", cmd_tokenize, "text -> token ids, or ids -> text with --decode"},
+    {"inspect", cmd_inspect, "architecture, sizes, dtype and memory of a model"},
+    {"bench", cmd_bench, "speed and memory benchmarks"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: graft <command> [options]   (graft <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("graft %d.%d.%d\n", GRAFT_VERSION_MAJOR, GRAFT_VERSION_MINOR, GRAFT_VERSION_PATCH);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "graft: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

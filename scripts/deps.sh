@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages graft builds against, if any are missing.
+# Run by `make` before the first configure; safe to run again.
+set -eu
+pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libutf8proc-dev
+      libsqlite3-dev libmicrohttpd-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "graft: installing missing Debian packages: ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+  echo "graft: run as root: apt-get install -y ${missing[*]}" >&2; exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,164 @@
+/* files.c - mapping, reading and atomically writing files. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+graft_status graft_map_file(const char *path, graft_mapped_file *f) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return graft_fail(GRAFT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return graft_fail(GRAFT_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return graft_fail(GRAFT_ERR_IO, "%s: not a regular file", path);
+    }
+    f->size = (size_t)sb.st_size;
+    if (f->size > 0) {
+        /* PROT_WRITE + MAP_PRIVATE: editors may patch weights in place; pages are
+         * copied on first write and the file on disk never changes. */
+        void *p = mmap(NULL, f->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return graft_fail(GRAFT_ERR_IO, "%s: cannot map %zu bytes: %s", path, f->size, strerror(e));
+        }
+        f->data = p;
+    }
+    close(fd);
+    f->path = strdup(path);
+    if (!f->path) {
+        graft_unmap_file(f);
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    return GRAFT_OK;
+}
+
+void graft_unmap_file(graft_mapped_file *f) {
+    if (!f) return;
+    if (f->data) munmap(f->data, f->size);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+graft_status graft_read_file(const char *path, char **data, size_t *size) {
+    *data = NULL;
+    if (size) *size = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return graft_fail(GRAFT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(fp);
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        size_t got = fread(buf + n, 1, cap - n, fp);
+        n += got;
+        if (got == 0) break;
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (err) {
+        free(buf);
+        return graft_fail(GRAFT_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *data = buf;
+    if (size) *size = n;
+    return GRAFT_OK;
+}
+
+graft_status graft_write_file_atomic(const char *path, const void *data, size_t size) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const uint8_t *p = data;
+    size_t left = size;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            graft_status st = graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return st;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    /* fsync before rename: after a crash either the old or the new file is there, whole. */
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: fsync/close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return st;
+    }
+    if (rename(tmp, path) != 0) {
+        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: rename to %s failed: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    return GRAFT_OK;
+}
+
+bool graft_path_is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+bool graft_path_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+char *graft_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *s = malloc(a + b + 2);
+    if (!s) return NULL;
+    memcpy(s, dir, a);
+    size_t k = a;
+    if (a > 0 && dir[a - 1] != '/') s[k++] = '/';
+    memcpy(s + k, name, b + 1);
+    return s;
+}
+
+char *graft_path_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}

@@ -1,0 +1,142 @@
+/*
+ * kernels.h - the compute kernels of graft: one forward and one backward per
+ * operation, over explicit buffers (row-major float32).
+ *
+ * Conventions
+ *  - Outputs first, then saved buffers, then inputs, then dims.
+ *  - Backward kernels ACCUMULATE (+=) into every gradient output, so residual
+ *    branches simply add and the caller zeroes gradients once. Any gradient
+ *    output may be NULL when it is not wanted.
+ *  - Tokens of several sequences are packed into one [T, ...] matrix; a
+ *    graft_seqs gives the sequence boundaries (attention is causal within
+ *    each sequence and never crosses one).
+ *  - Kernels never call BLAS from inside an OpenMP parallel region.
+ */
+#ifndef GRAFT_KERNELS_H
+#define GRAFT_KERNELS_H
+
+#include <stddef.h>
+
+/* Layout of a stored weight matrix of a linear map R^K -> R^N. */
+typedef enum graft_layout {
+    GRAFT_W_KN = 0, /* stored [K, N] (HF GPT-2 Conv1D): y = x W     */
+    GRAFT_W_NK = 1  /* stored [N, K] (nn.Linear, LM head): y = x W^T */
+} graft_layout;
+
+/* ------------------------------------------------------------------ GEMM */
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op(X) = X or X^T.
+ * A is M x K after op, B is K x N after op. lda/ldb/ldc are row strides. */
+void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+/* The built-in blocked GEMM (used when no BLAS is compiled in; tests compare both). */
+void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Naive triple loop in double precision: the test oracle. */
+void graft_gemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ------------------------------------------------------------------ linear */
+
+/* y[M,N] = x[M,K] . W (+ b[N] when b != NULL). Overwrites y. */
+void graft_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
+                          int N, graft_layout layout);
+/* dx[M,K] += dy W^T ; dw += x^T dy (in w's layout) ; db[N] += sum over rows of dy. */
+void graft_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, int M, int K, int N, graft_layout layout);
+
+/* ------------------------------------------------------------------ norms */
+
+/* LayerNorm over rows of C: out = (x - mean) * rstd * w + b, biased variance.
+ * mean/rstd [T] are saved for backward (may be NULL when not needed). */
+void graft_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                             const float *b, int T, int C, float eps);
+void graft_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                              const float *w, const float *mean, const float *rstd, int T, int C);
+/* RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). rstd [T] saved. */
+void graft_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int T, int C,
+                           float eps);
+void graft_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                            const float *rstd, int T, int C);
+
+/* ------------------------------------------------------------------ activations */
+
+/* gelu_new (tanh approximation), exactly HF's formula. */
+void graft_gelu_forward(float *out, const float *x, size_t n);
+void graft_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+/* out = silu(gate) * up. */
+void graft_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void graft_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, size_t n);
+
+/* ------------------------------------------------------------------ elementwise */
+
+void graft_add(float *out, const float *a, const float *b, size_t n); /* out = a + b (may alias) */
+void graft_acc(float *dst, const float *src, size_t n);                /* dst += src */
+
+/* ------------------------------------------------------------------ embedding */
+
+/* out[t] = wte[ids[t]] (+ wpe[pos[t]] when wpe != NULL). */
+void graft_embed_forward(float *out, const int *ids, const int *pos, const float *wte,
+                         const float *wpe, int T, int C);
+void graft_embed_backward(float *dwte, float *dwpe, const float *dout, const int *ids,
+                          const int *pos, int T, int C);
+
+/* ------------------------------------------------------------------ RoPE */
+
+/* Rotate n_heads heads of head_dim in each of T rows of x (row stride ld) in
+ * place, at positions pos[T]. Angle for pair j: pos * theta^(-2j/head_dim).
+ * interleaved=1: pairs (x[2j], x[2j+1]) (llama2.c); interleaved=0: pairs
+ * (x[j], x[j+D/2]) (HF rotate_half). */
+void graft_rope_forward(float *x, int ld, const int *pos, int T, int n_heads, int head_dim,
+                        float theta, int interleaved);
+/* The gradient through the rotation: rotates dx back by -angle, in place. */
+void graft_rope_backward(float *dx, int ld, const int *pos, int T, int n_heads, int head_dim,
+                         float theta, int interleaved);
+
+/* ------------------------------------------------------------------ attention */
+
+/* Packed sequences: sequence s occupies rows [start[s], start[s+1]); start[n] = T. */
+typedef struct graft_seqs {
+    int n;
+    const int *start;
+} graft_seqs;
+
+/* Floats needed for the saved attention probabilities: sum_s H * len_s^2. */
+size_t graft_attention_att_size(const graft_seqs *seqs, int n_head);
+
+/*
+ * Causal multi-head attention with grouped KV heads (query head h reads KV
+ * head h / (H/KV)), scale 1/sqrt(D). q rows have stride ldq (H*D used), k and
+ * v rows stride ldkv (KV*D used). out [T, H*D] (stride H*D) is overwritten.
+ * att (size graft_attention_att_size) receives the probabilities for
+ * backward, or is NULL when no backward will follow.
+ */
+void graft_attention_forward(float *out, float *att, const float *q, int ldq, const float *k,
+                             const float *v, int ldkv, const graft_seqs *seqs, int n_head,
+                             int n_kv_head, int head_dim);
+/* dq/dk/dv (same strides as q/k/v) += gradients given dout [T, H*D]. */
+void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
+                              const float *att, const float *q, const float *k, const float *v,
+                              const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim);
+/*
+ * Attention of n_new query rows (positions past..past+n_new-1 of one
+ * sequence) over a KV cache holding past+n_new rows (stride ldkv); causal.
+ * Used by generation. out [n_new, H*D] overwritten.
+ */
+void graft_attention_cached(float *out, const float *q, int ldq, const float *kcache,
+                            const float *vcache, int ldkv, int past, int n_new, int n_head,
+                            int n_kv_head, int head_dim);
+
+/* ------------------------------------------------------------------ loss */
+
+/* loss[t] = logsumexp(logits[t]) - logits[t][target[t]] (natural log, computed
+ * in double); rows whose target is < 0 get loss 0. logits [T, V]. */
+void graft_crossentropy_forward(float *loss, const float *logits, const int *target, int T, int V);
+/* dlogits[t] = (softmax(logits[t]) - onehot(target[t])) * dloss[t]; OVERWRITES
+ * dlogits (it may alias logits, to save a [T, V] buffer). Rows with target < 0
+ * get zeros. */
+void graft_crossentropy_backward(float *dlogits, const float *logits, const int *target,
+                                 const float *dloss, int T, int V);
+
+#endif /* GRAFT_KERNELS_H */
