@@ -1,0 +1,265 @@
+/* tokenizer.c - the public tokenizer API: loading by path, finding the
+ * tokenizer beside a model, and the kind-independent decode path. */
+#define _GNU_SOURCE
+#include "tokenizer.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ================================================================ pieces */
+
+graft_status tok_pieces_alloc(graft_tokenizer *t, int n) {
+    t->n_vocab = n;
+    t->piece_off = calloc((size_t)n, sizeof *t->piece_off);
+    t->piece_len = malloc((size_t)n * sizeof *t->piece_len);
+    if (!t->piece_off || !t->piece_len)
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory for %d tokens", t->path, n);
+    for (int i = 0; i < n; i++) t->piece_len[i] = -1;
+    return GRAFT_OK;
+}
+
+/* ================================================================ loading */
+
+/* Paths of a file pair in dir when both exist. When only one of them does,
+ * *half names the missing one so the caller can say so. */
+static bool pair_exists(const char *dir, const char *a, const char *b, char **pa, char **pb, const char **half) {
+    *pa = graft_path_join(dir, a);
+    *pb = b ? graft_path_join(dir, b) : NULL;
+    bool ha = *pa && graft_path_exists(*pa), hb = b && *pb && graft_path_exists(*pb);
+    if (ha && (!b || hb)) return true;
+    if (b && ha != hb && !*half) *half = ha ? b : a;
+    free(*pa);
+    free(*pb);
+    *pa = *pb = NULL;
+    return false;
+}
+
+/* The folder layouts, in order of preference: HF fast tokenizer, HF slow
+ * files, OpenAI's original names. */
+static graft_status load_dir(graft_tokenizer *t, const char *dir) {
+    char *a, *b;
+    const char *half = NULL;
+    graft_status st;
+    if (pair_exists(dir, "tokenizer.json", NULL, &a, &b, &half)) {
+        st = tok_gpt2_load_json(t, a);
+    } else if (pair_exists(dir, "vocab.json", "merges.txt", &a, &b, &half) ||
+               pair_exists(dir, "encoder.json", "vocab.bpe", &a, &b, &half)) {
+        st = tok_gpt2_load_files(t, a, b);
+    } else if (half) {
+        return graft_fail(GRAFT_ERR_IO, "%s: %s is missing (the BPE files come in pairs: vocab.json + merges.txt, "
+                          "encoder.json + vocab.bpe)", dir, half);
+    } else {
+        return graft_fail(GRAFT_ERR_IO,
+                          "%s: no tokenizer in this folder (looked for tokenizer.json, "
+                          "vocab.json + merges.txt, encoder.json + vocab.bpe)", dir);
+    }
+    free(a);
+    free(b);
+    return st;
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* A tokenizer.json is known by its name or, failing that, by starting with
+ * '{'; a llama2.c file starts with a small binary int32. */
+static bool looks_like_json(const char *path) {
+    if (has_suffix(path, ".json")) return true;
+    if (has_suffix(path, ".bin")) return false;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return false;
+    int c;
+    while ((c = fgetc(fp)) == ' ' || c == '\n' || c == '\r' || c == '\t') {}
+    fclose(fp);
+    return c == '{';
+}
+
+graft_status graft_tokenizer_load(const char *path, graft_tokenizer **out) {
+    if (!out) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_load: out is NULL");
+    *out = NULL;
+    if (!path) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_load: path is NULL");
+    graft_tokenizer *t = calloc(1, sizeof *t);
+    if (!t || !(t->path = strdup(path))) {
+        free(t);
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    }
+    t->bos = t->eos = -1;
+    graft_status st;
+    if (graft_path_is_dir(path)) st = load_dir(t, path);
+    else if (!graft_path_exists(path)) st = graft_fail(GRAFT_ERR_IO, "%s: no such file or folder", path);
+    else if (looks_like_json(path)) st = tok_gpt2_load_json(t, path);
+    else st = tok_llama2c_load(t, path);
+    if (st != GRAFT_OK) {
+        graft_tokenizer_free(t);
+        return st;
+    }
+    *out = t;
+    return GRAFT_OK;
+}
+
+void graft_tokenizer_free(graft_tokenizer *tok) {
+    if (!tok) return;
+    tok_gpt2_free(&tok->bpe);
+    tok_llama2c_free(&tok->spm);
+    free(tok->piece_pool);
+    free(tok->piece_off);
+    free(tok->piece_len);
+    free(tok->path);
+    free(tok);
+}
+
+int graft_tokenizer_vocab_size(const graft_tokenizer *tok) { return tok ? tok->n_vocab : 0; }
+
+const char *graft_tokenizer_kind(const graft_tokenizer *tok) {
+    if (!tok) return "";
+    return tok->kind == TOK_LLAMA2C ? "llama2c-spm" : "gpt2-bpe";
+}
+
+int graft_tokenizer_bos(const graft_tokenizer *tok) { return tok ? tok->bos : -1; }
+int graft_tokenizer_eos(const graft_tokenizer *tok) { return tok ? tok->eos : -1; }
+
+/* ================================================================ finding */
+
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static bool is_tok_bin_name(const char *name) {
+    return strlen(name) > 7 && strncmp(name, "tok", 3) == 0 && has_suffix(name, ".bin");
+}
+
+/* The first tok*.bin in dir by name (so the choice does not depend on
+ * directory order), skipping the model file. malloc'ed path or NULL. */
+static char *find_tok_bin(const char *dir, const char *model_path) {
+    char *best = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!is_tok_bin_name(de->d_name)) continue;
+        if (best && strcmp(de->d_name, best) >= 0) continue;
+        char *full = graft_path_join(dir, de->d_name);
+        bool ok = full && !graft_path_is_dir(full) && !same_file(full, model_path);
+        free(full);
+        if (!ok) continue;
+        char *name = strdup(de->d_name);
+        if (!name) continue;
+        free(best);
+        best = name;
+    }
+    closedir(d);
+    if (!best) return NULL;
+    char *full = graft_path_join(dir, best);
+    free(best);
+    return full;
+}
+
+static graft_status find_beside_bin(const char *model_path, graft_tokenizer **out) {
+    char *dir = graft_path_dirname(model_path);
+    if (!dir) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", model_path);
+    char *cand = graft_path_join(dir, "tokenizer.bin");
+    if (cand && (!graft_path_exists(cand) || same_file(cand, model_path))) {
+        free(cand);
+        cand = find_tok_bin(dir, model_path);
+    }
+    graft_status st;
+    if (cand) st = graft_tokenizer_load(cand, out);
+    else
+        st = graft_fail(GRAFT_ERR_IO, "%s: no tokenizer beside the model (looked for tokenizer.bin and tok*.bin in %s)",
+                        model_path, dir);
+    free(cand);
+    free(dir);
+    return st;
+}
+
+graft_status graft_tokenizer_find(const char *model_path, graft_tokenizer **out) {
+    if (!out) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_find: out is NULL");
+    *out = NULL;
+    if (!model_path) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_find: model path is NULL");
+    if (graft_path_is_dir(model_path)) return graft_tokenizer_load(model_path, out);
+    if (!graft_path_exists(model_path))
+        return graft_fail(GRAFT_ERR_IO, "%s: no such model file or folder to find a tokenizer for", model_path);
+    return find_beside_bin(model_path, out);
+}
+
+/* ================================================================ encode / decode */
+
+graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t len, int **ids, size_t *n) {
+    if (!ids || !n) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize: ids or n is NULL");
+    *ids = NULL;
+    *n = 0;
+    if (!tok) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize: tokenizer is NULL");
+    if (!text && len > 0) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize: text is NULL");
+    tok_ids out = {0};
+    if (!tok_ids_reserve(&out, len / 4 + 16)) return graft_fail(GRAFT_ERR_NOMEM, "graft_tokenize: out of memory");
+    graft_status st = tok->kind == TOK_LLAMA2C ? tok_llama2c_encode(tok, text, len, &out)
+                                               : tok_gpt2_encode(tok, text, len, &out);
+    if (st != GRAFT_OK) {
+        free(out.v);
+        return st;
+    }
+    *ids = out.v;
+    *n = out.n;
+    return GRAFT_OK;
+}
+
+static graft_status piece_at(const graft_tokenizer *tok, int prev, int id, size_t pos, const char **bytes,
+                             size_t *len) {
+    if (id < 0 || id >= tok->n_vocab || tok->piece_len[id] < 0) {
+        const char *why = (id < 0 || id >= tok->n_vocab) ? "is out of range" : "has no token";
+        if (pos == SIZE_MAX)
+            return graft_fail(GRAFT_ERR_RANGE, "%s: token id %d %s (vocab size %d)", tok->path, id, why, tok->n_vocab);
+        return graft_fail(GRAFT_ERR_RANGE, "%s: token id %d at position %zu %s (vocab size %d)", tok->path, id, pos,
+                          why, tok->n_vocab);
+    }
+    const char *p = tok->piece_pool + tok->piece_off[id];
+    size_t l = (size_t)tok->piece_len[id];
+    /* llama2.c: the dummy-prefix space of the first word is not text. */
+    if (tok->kind == TOK_LLAMA2C && prev == tok->bos && l > 0 && p[0] == ' ') {
+        p++;
+        l--;
+    }
+    *bytes = p;
+    *len = l;
+    return GRAFT_OK;
+}
+
+graft_status graft_token_piece(const graft_tokenizer *tok, int prev, int id, const char **bytes, size_t *len) {
+    if (!tok || !bytes || !len) return graft_fail(GRAFT_ERR_INVALID, "graft_token_piece: NULL argument");
+    return piece_at(tok, prev, id, SIZE_MAX, bytes, len);
+}
+
+graft_status graft_detokenize(const graft_tokenizer *tok, const int *ids, size_t n, char **text, size_t *len) {
+    if (!text) return graft_fail(GRAFT_ERR_INVALID, "graft_detokenize: text is NULL");
+    *text = NULL;
+    if (len) *len = 0;
+    if (!tok) return graft_fail(GRAFT_ERR_INVALID, "graft_detokenize: tokenizer is NULL");
+    if (!ids && n > 0) return graft_fail(GRAFT_ERR_INVALID, "graft_detokenize: ids is NULL");
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = NULL;
+        size_t l = 0;
+        GRAFT_TRY(piece_at(tok, i ? ids[i - 1] : -1, ids[i], i, &p, &l));
+        total += l;
+    }
+    char *s = malloc(total + 1);
+    if (!s) return graft_fail(GRAFT_ERR_NOMEM, "graft_detokenize: out of memory for %zu bytes", total);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = NULL;
+        size_t l = 0;
+        piece_at(tok, i ? ids[i - 1] : -1, ids[i], i, &p, &l);
+        memcpy(s + k, p, l);
+        k += l;
+    }
+    s[k] = '\0';
+    *text = s;
+    if (len) *len = k;
+    return GRAFT_OK;
+}
