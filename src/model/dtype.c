@@ -1,0 +1,192 @@
+/*
+ * dtype.c - storage dtypes of checkpoints and their conversion to f32.
+ *
+ * F16 and BF16 are decoded exactly (every half value is representable in
+ * f32). Narrowing f32 -> F16/BF16 rounds to nearest, ties to even, as
+ * PyTorch's .to(torch.float16 / torch.bfloat16) does, so files written by
+ * graft match files written by torch bit for bit.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/* Checkpoints are little-endian and F32 weights are used straight from the
+ * mapping, so a big-endian host would need byte swapping everywhere. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "graft supports little-endian hosts only"
+#endif
+
+#if defined(__AVX512F__) || defined(__F16C__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+const char *graft_dtype_name(graft_dtype dt) {
+    switch (dt) {
+    case GRAFT_F32: return "F32";
+    case GRAFT_F16: return "F16";
+    case GRAFT_BF16: return "BF16";
+    case GRAFT_I64: return "I64";
+    case GRAFT_I32: return "I32";
+    case GRAFT_U8: return "U8";
+    }
+    return "?";
+}
+
+size_t graft_dtype_size(graft_dtype dt) {
+    switch (dt) {
+    case GRAFT_F32: return 4;
+    case GRAFT_F16: return 2;
+    case GRAFT_BF16: return 2;
+    case GRAFT_I64: return 8;
+    case GRAFT_I32: return 4;
+    case GRAFT_U8: return 1;
+    }
+    return 0;
+}
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float graft_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    if (exp == 0x1f) {
+        /* inf stays inf; a NaN keeps its payload and comes out quiet, which
+         * is what the F16C instruction does, so scalar and SIMD paths agree. */
+        if (mant == 0) return bits_f32(sign | 0x7f800000u);
+        return bits_f32(sign | 0x7fc00000u | (mant << 13));
+    }
+    if (exp == 0) {
+        if (mant == 0) return bits_f32(sign); /* +-0 */
+        /* Subnormal: mant * 2^-24. Shift the leading one up to bit 10 to
+         * renormalise; each shift lowers the exponent by one. */
+        int e = -14;
+        while ((mant & 0x400u) == 0) {
+            mant <<= 1;
+            e--;
+        }
+        mant &= 0x3ffu;
+        return bits_f32(sign | ((uint32_t)(e + 127) << 23) | (mant << 13));
+    }
+    return bits_f32(sign | ((exp + (127 - 15)) << 23) | (mant << 13));
+}
+
+float graft_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+uint16_t graft_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) {
+        /* NaN: keep the top payload bits and force the quiet bit so that a
+         * payload living only in the low bits cannot turn into infinity. */
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    }
+    /* 65520 (0x477ff000) lies halfway between the largest half 65504 (odd
+     * mantissa) and 65536; ties-to-even sends it, and everything above, to inf. */
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) {
+        /* Below the smallest normal half 2^-14: the result is the subnormal
+         * round(|f| / 2^-24). 2^-25 itself is a tie and rounds to even, 0. */
+        if (ax <= 0x33000000u) return sign;
+        uint32_t e = ax >> 23;                       /* 102 ... 112 */
+        uint32_t m = (ax & 0x7fffffu) | 0x800000u;   /* implicit one */
+        uint32_t shift = 126 - e;                    /* 14 ... 24 */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++; /* may carry into the first normal: correct */
+        return (uint16_t)(sign | q);
+    }
+    /* Normal: rebias the exponent and round the 13 dropped mantissa bits.
+     * A carry out of the mantissa correctly bumps the exponent. */
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);
+    return (uint16_t)(sign | ((r >> 13) - ((127u - 15u) << 10)));
+}
+
+uint16_t graft_f32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u); /* quiet NaN */
+    /* Ties to even on the 16 dropped bits; values near FLT_MAX round to inf,
+     * as IEEE rounding requires. */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* Little-endian loads through memcpy: the source may sit at any byte offset
+ * inside a mapping (safetensors does not align tensors). */
+static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static void f16_block(float *dst, const uint8_t *src, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i));
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
+    }
+#endif
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+#endif
+    for (; i < n; i++) dst[i] = graft_f16_to_f32(load_u16(src + 2 * i));
+}
+
+static void bf16_block(float *dst, const uint8_t *src, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i));
+        __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(w));
+    }
+#endif
+#if defined(__AVX2__)
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    }
+#endif
+    for (; i < n; i++) dst[i] = graft_bf16_to_f32(load_u16(src + 2 * i));
+}
+
+void graft_convert_to_f32(float *dst, const void *src, graft_dtype dt, size_t n) {
+    const uint8_t *s = src;
+    switch (dt) {
+    case GRAFT_F32:
+        memcpy(dst, s, n * 4); /* byte copy: src may be misaligned */
+        return;
+    case GRAFT_F16: f16_block(dst, s, n); return;
+    case GRAFT_BF16: bf16_block(dst, s, n); return;
+    case GRAFT_I64:
+        for (size_t i = 0; i < n; i++) {
+            int64_t v;
+            memcpy(&v, s + 8 * i, 8);
+            dst[i] = (float)v;
+        }
+        return;
+    case GRAFT_I32:
+        for (size_t i = 0; i < n; i++) {
+            int32_t v;
+            memcpy(&v, s + 4 * i, 4);
+            dst[i] = (float)v;
+        }
+        return;
+    case GRAFT_U8:
+        for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
+        return;
+    }
+}
