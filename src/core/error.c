@@ -40,6 +40,7 @@ graft_status graft_fail_prefix(graft_status st, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, g_errmsg, sizeof old);
-    snprintf(g_errmsg, sizeof g_errmsg, "%s: %s", prefix, old);
+    /* bounded widths: context first, then as much of the original as fits */
+    snprintf(g_errmsg, sizeof g_errmsg, "%.400s: %.600s", prefix, old);
     return st;
 }

@@ -28,12 +28,17 @@ graft_status graft_model_load(const char *path, graft_model **out) {
         graft_model_free(m);
         return st;
     }
-    /* TODO(tokenizer): once the tokenizer module lands, look for the
-     * tokenizer that belongs to this model here:
-     *     graft_tokenizer_find(path, &m->tok);
-     * A model without a tokenizer is still usable with token ids, so a
-     * failure to find one must leave m->tok NULL rather than fail the load. */
-    m->tok = NULL;
+    /* The tokenizer beside the model. None at all is fine (ids still work,
+     * or the caller hands one over); one that is there but broken is an error
+     * the user must see, not a silent fallback. */
+    st = graft_tokenizer_find(path, &m->tok);
+    if (st == GRAFT_ERR_IO) {
+        m->tok = NULL;
+        graft_clear_error();
+    } else if (st != GRAFT_OK) {
+        graft_model_free(m);
+        return st;
+    }
     *out = m;
     return GRAFT_OK;
 }
