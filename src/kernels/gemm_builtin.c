@@ -1,0 +1,490 @@
+/*
+ * gemm_builtin.c - graft's own single-precision GEMM, used when no BLAS is
+ * compiled in (and compared against BLAS by the tests and the benchmark).
+ *
+ * The classic packed design (Goto / BLIS): for each KC-deep slice of K, a
+ * KC x NC block of op(B) is packed into NR-wide column panels and an MC x KC
+ * block of op(A) into MR-tall row panels; a register-tiled MR x NR micro-
+ * kernel then sweeps them. Packing turns every transpose combination and any
+ * leading dimension into the same unit-stride streams, so one micro-kernel
+ * serves all four cases, and zero padding of the edge panels lets it always
+ * run full tiles (partial tiles are written back through a small buffer).
+ *
+ * Cache plan (Ice Lake / Zen 4 class: 32-48 KB L1d, 1-2 MB L2): an A
+ * micro-panel (MR x KC = 8 KB) stays in L1 while the micro-kernel streams the
+ * NR panels of one NB-wide block of packed B (KC x NB = 256 KB) from L2.
+ *
+ * Threads: one parallel region; the packing loops and the tile loop are
+ * work-shared. Tiles are numbered B-block-major, so a static schedule gives
+ * each thread its own contiguous B blocks (its own L2 working set).
+ *
+ * Decode-sized products (M == 1 or N == 1) go to a GEMV that reads the matrix
+ * once; small M with an untransposed B reads B in place instead of packing it,
+ * because then packing would cost as much memory traffic as the product.
+ */
+#include "internal.h"
+#include "kernels.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define MR 8
+#define NR 32
+#elif defined(__AVX2__) && defined(__FMA__)
+#define MR 6
+#define NR 16
+#else
+#define MR 4
+#define NR 8
+#endif
+
+#define KC 256       /* depth of one packed slice */
+#define MC (MR * 32) /* rows of A packed at once */
+#define NC 4096      /* columns of B packed at once (multiple of NR and NB) */
+#define NB 256       /* columns of packed B one tile sweeps (L2 block) */
+#define DIRECT_B_MAX_M (4 * MR) /* up to this M, an untransposed B is read in place */
+
+/* Below this many multiply-adds a parallel region costs more than it saves. */
+#define PARALLEL_MIN_FMA (64.0 * 64.0 * 64.0)
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+/* ------------------------------------------------------------------ C = beta C */
+
+/* beta == 0 writes zeros without reading C (C may hold NaN garbage). */
+static void scale_c(int M, int N, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (beta == 0.0f) memset(c, 0, (size_t)N * sizeof(float));
+        else if (beta != 1.0f)
+            for (int j = 0; j < N; j++) c[j] *= beta;
+    }
+}
+
+static void gemm_unblocked(int transA, int transB, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc);
+
+/* ------------------------------------------------------------------ GEMV */
+
+#define GEMV_CHUNK 128 /* columns one task accumulates (k-major case) */
+
+/* acc[0..w) += sum over k of x[k] * m[k*ld + j]; four rows per pass so each
+ * accumulator load/store is shared by four multiply-adds. Kept free of
+ * branches inside the loops: GCC vectorizes this form reliably. */
+static void axpy_rows(float *restrict acc, int w, int K, const float *m, int ld,
+                      const float *restrict x) {
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        const float *r0 = m + (size_t)k * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+        const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
+#pragma omp simd
+        for (int j = 0; j < w; j++) acc[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j];
+    }
+    for (; k < K; k++) {
+        const float *r0 = m + (size_t)k * ld;
+        const float x0 = x[k];
+#pragma omp simd
+        for (int j = 0; j < w; j++) acc[j] += x0 * r0[j];
+    }
+}
+
+/* out[i] = dot(x, r_i) for four rows at once (one load of x feeds four chains). */
+static void dot4(float out[4], int K, const float *restrict x, const float *r0, const float *r1,
+                 const float *r2, const float *r3) {
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int k = 0; k < K; k++) {
+        const float xk = x[k];
+        s0 += xk * r0[k];
+        s1 += xk * r1[k];
+        s2 += xk * r2[k];
+        s3 += xk * r3[k];
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+/*
+ * y[n] = alpha * sum_k x[k] * Mat(k, n) + beta * y[n] for n < N, k < K, where
+ * Mat(k, n) = m[k*ld + n] (kmajor) or m[n*ld + k]; x is unit-stride, y has
+ * stride incy. The matrix is read exactly once, which is what bounds a GEMV.
+ */
+static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
+                 float beta, float *y, int incy) {
+    const double fma_count = (double)N * K;
+    if (kmajor) {
+        /* Each task owns GEMV_CHUNK columns and walks all rows of the matrix
+         * (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
+        const int nchunks = (N + GEMV_CHUNK - 1) / GEMV_CHUNK;
+#pragma omp parallel for schedule(static) if (fma_count > 1e5)
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * GEMV_CHUNK, w = imin(GEMV_CHUNK, N - n0);
+            float acc[GEMV_CHUNK];
+            for (int j = 0; j < w; j++) acc[j] = 0.0f;
+            axpy_rows(acc, w, K, m + n0, ld, x);
+            for (int j = 0; j < w; j++) {
+                float *yp = y + (size_t)(n0 + j) * incy;
+                *yp = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * *yp;
+            }
+        }
+    } else {
+        const int ngroups = (N + 3) / 4;
+#pragma omp parallel for schedule(static) if (fma_count > 1e5)
+        for (int g = 0; g < ngroups; g++) {
+            const int n0 = g * 4, nn = imin(4, N - n0);
+            /* rows past the edge repeat row n0; their results are dropped */
+            const float *r[4];
+            for (int i = 0; i < 4; i++) r[i] = m + (size_t)(n0 + (i < nn ? i : 0)) * ld;
+            float s[4];
+            dot4(s, K, x, r[0], r[1], r[2], r[3]);
+            for (int j = 0; j < nn; j++) {
+                float *yp = y + (size_t)(n0 + j) * incy;
+                *yp = beta == 0.0f ? alpha * s[j] : alpha * s[j] + beta * *yp;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ packing */
+
+/* MR rows [i0, i0+mr) x cols [k0, k0+kc) of op(A) -> dst[k*MR + r], zero padded. */
+static void pack_a(float *restrict dst, const float *A, int lda, int transA, int i0, int mr, int k0,
+                   int kc) {
+    if (!transA) {
+        for (int r = 0; r < mr; r++) {
+            const float *src = A + (size_t)(i0 + r) * lda + k0;
+            for (int k = 0; k < kc; k++) dst[k * MR + r] = src[k];
+        }
+        for (int r = mr; r < MR; r++)
+            for (int k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    } else {
+        for (int k = 0; k < kc; k++) {
+            const float *src = A + (size_t)(k0 + k) * lda + i0;
+            float *d = dst + k * MR;
+            for (int r = 0; r < mr; r++) d[r] = src[r];
+            for (int r = mr; r < MR; r++) d[r] = 0.0f;
+        }
+    }
+}
+
+/* rows [k0, k0+kc) x NR cols [j0, j0+nr) of op(B) -> dst[k*NR + c], zero padded. */
+static void pack_b(float *restrict dst, const float *B, int ldb, int transB, int k0, int kc, int j0,
+                   int nr) {
+    if (!transB) {
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (size_t)(k0 + k) * ldb + j0;
+            float *d = dst + k * NR;
+            for (int c = 0; c < nr; c++) d[c] = src[c];
+            for (int c = nr; c < NR; c++) d[c] = 0.0f;
+        }
+    } else {
+        /* B is stored [N, K]: transpose in 16-deep strips so the destination
+         * lines being filled stay in L1 while all NR source rows are read. */
+        for (int kb = 0; kb < kc; kb += 16) {
+            const int ke = imin(kc, kb + 16);
+            for (int c = 0; c < nr; c++) {
+                const float *src = B + (size_t)(j0 + c) * ldb + k0;
+                for (int k = kb; k < ke; k++) dst[k * NR + c] = src[k];
+            }
+            for (int c = nr; c < NR; c++)
+                for (int k = kb; k < ke; k++) dst[k * NR + c] = 0.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ micro-kernels */
+
+/*
+ * C[MR, NR] (row stride ldc) = alpha * sum_k a[k*MR + r] * b[k*ldbp + c]
+ *                              + beta * C   (C not read when beta == 0).
+ */
+#if defined(__AVX512F__)
+
+static void ukernel(int kc, const float *restrict a, const float *restrict b, int ldbp,
+                    float *restrict C, int ldc, float alpha, float beta) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+    __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+    __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps();
+    __m512 c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
+#define GRAFT_ROW(r)                                                                               \
+    do {                                                                                           \
+        const __m512 av = _mm512_set1_ps(a[r]);                                                    \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                \
+    } while (0)
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        GRAFT_ROW(0);
+        GRAFT_ROW(1);
+        GRAFT_ROW(2);
+        GRAFT_ROW(3);
+        GRAFT_ROW(4);
+        GRAFT_ROW(5);
+        GRAFT_ROW(6);
+        GRAFT_ROW(7);
+        a += MR;
+        b += ldbp;
+    }
+#undef GRAFT_ROW
+    const __m512 va = _mm512_set1_ps(alpha);
+#define GRAFT_STORE(r)                                                                             \
+    do {                                                                                           \
+        float *cr = C + (size_t)(r) * ldc;                                                         \
+        if (beta == 0.0f) {                                                                        \
+            _mm512_storeu_ps(cr, _mm512_mul_ps(va, c##r##0));                                      \
+            _mm512_storeu_ps(cr + 16, _mm512_mul_ps(va, c##r##1));                                 \
+        } else {                                                                                   \
+            const __m512 vb = _mm512_set1_ps(beta);                                                \
+            _mm512_storeu_ps(cr, _mm512_fmadd_ps(va, c##r##0, _mm512_mul_ps(vb, _mm512_loadu_ps(cr)))); \
+            _mm512_storeu_ps(cr + 16,                                                              \
+                             _mm512_fmadd_ps(va, c##r##1, _mm512_mul_ps(vb, _mm512_loadu_ps(cr + 16)))); \
+        }                                                                                          \
+    } while (0)
+    GRAFT_STORE(0);
+    GRAFT_STORE(1);
+    GRAFT_STORE(2);
+    GRAFT_STORE(3);
+    GRAFT_STORE(4);
+    GRAFT_STORE(5);
+    GRAFT_STORE(6);
+    GRAFT_STORE(7);
+#undef GRAFT_STORE
+}
+
+#elif defined(__AVX2__) && defined(__FMA__)
+
+static void ukernel(int kc, const float *restrict a, const float *restrict b, int ldbp,
+                    float *restrict C, int ldc, float alpha, float beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+#define GRAFT_ROW(r)                                                                               \
+    do {                                                                                           \
+        const __m256 av = _mm256_broadcast_ss(a + (r));                                            \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                \
+    } while (0)
+    for (int k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        GRAFT_ROW(0);
+        GRAFT_ROW(1);
+        GRAFT_ROW(2);
+        GRAFT_ROW(3);
+        GRAFT_ROW(4);
+        GRAFT_ROW(5);
+        a += MR;
+        b += ldbp;
+    }
+#undef GRAFT_ROW
+    const __m256 va = _mm256_set1_ps(alpha);
+#define GRAFT_STORE(r)                                                                             \
+    do {                                                                                           \
+        float *cr = C + (size_t)(r) * ldc;                                                         \
+        if (beta == 0.0f) {                                                                        \
+            _mm256_storeu_ps(cr, _mm256_mul_ps(va, c##r##0));                                      \
+            _mm256_storeu_ps(cr + 8, _mm256_mul_ps(va, c##r##1));                                  \
+        } else {                                                                                   \
+            const __m256 vb = _mm256_set1_ps(beta);                                                \
+            _mm256_storeu_ps(cr, _mm256_fmadd_ps(va, c##r##0, _mm256_mul_ps(vb, _mm256_loadu_ps(cr)))); \
+            _mm256_storeu_ps(cr + 8,                                                               \
+                             _mm256_fmadd_ps(va, c##r##1, _mm256_mul_ps(vb, _mm256_loadu_ps(cr + 8)))); \
+        }                                                                                          \
+    } while (0)
+    GRAFT_STORE(0);
+    GRAFT_STORE(1);
+    GRAFT_STORE(2);
+    GRAFT_STORE(3);
+    GRAFT_STORE(4);
+    GRAFT_STORE(5);
+#undef GRAFT_STORE
+}
+
+#else
+
+/* Portable fallback: the compiler may vectorize the NR-wide inner loop. */
+static void ukernel(int kc, const float *restrict a, const float *restrict b, int ldbp,
+                    float *restrict C, int ldc, float alpha, float beta) {
+    float acc[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int c = 0; c < NR; c++) acc[r][c] = 0.0f;
+    for (int k = 0; k < kc; k++) {
+        for (int r = 0; r < MR; r++) {
+            const float ar = a[r];
+            for (int c = 0; c < NR; c++) acc[r][c] += ar * b[c];
+        }
+        a += MR;
+        b += ldbp;
+    }
+    for (int r = 0; r < MR; r++) {
+        float *cr = C + (size_t)r * ldc;
+        for (int c = 0; c < NR; c++)
+            cr[c] = beta == 0.0f ? alpha * acc[r][c] : alpha * acc[r][c] + beta * cr[c];
+    }
+}
+
+#endif
+
+/* A tile that may be cut by the matrix edge: full tiles go straight to C,
+ * partial ones through a buffer so nothing outside C is read or written. */
+static void tile(int kc, const float *a, const float *b, int ldbp, float *C, int ldc, int mr,
+                 int nr, float alpha, float beta) {
+    if (mr == MR && nr == NR) {
+        ukernel(kc, a, b, ldbp, C, ldc, alpha, beta);
+        return;
+    }
+    float buf[MR * NR] __attribute__((aligned(64)));
+    ukernel(kc, a, b, ldbp, buf, NR, 1.0f, 0.0f);
+    for (int r = 0; r < mr; r++) {
+        float *cr = C + (size_t)r * ldc;
+        const float *br = buf + r * NR;
+        if (beta == 0.0f)
+            for (int c = 0; c < nr; c++) cr[c] = alpha * br[c];
+        else
+            for (int c = 0; c < nr; c++) cr[c] = alpha * br[c] + beta * cr[c];
+    }
+}
+
+/* ------------------------------------------------------------------ unblocked fallback */
+
+/* Used only when the packing buffers cannot be allocated: slow but correct,
+ * and the kernels have no way to report an allocation failure. */
+static void gemm_unblocked(int transA, int transB, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc) {
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < K; k++) {
+                const float av = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                const float bv = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += av * bv;
+            }
+            float *c = C + (size_t)i * ldc + j;
+            *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ driver */
+
+void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    if (M == 1 || N == 1) {
+        /* M == 1: C row = alpha * a op(B) + beta C, a = row 0 of op(A).
+         * N == 1: C column = alpha * op(A) b + beta C, b = column 0 of op(B). */
+        const float *x = M == 1 ? A : B;
+        const int incx = M == 1 ? (transA ? lda : 1) : (transB ? 1 : ldb);
+        float *xbuf = NULL;
+        if (incx != 1) { /* gather a strided vector once */
+            xbuf = graft_alloc_aligned((size_t)K * sizeof(float));
+            if (!xbuf) {
+                gemm_unblocked(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                return;
+            }
+            for (int k = 0; k < K; k++) xbuf[k] = x[(size_t)k * incx];
+            x = xbuf;
+        }
+        if (M == 1)
+            gemv(N, K, alpha, B, ldb, !transB, x, beta, C, 1);
+        else
+            gemv(M, K, alpha, A, lda, transA, x, beta, C, ldc);
+        graft_free_aligned(xbuf);
+        return;
+    }
+
+    const int direct_b = !transB && M <= DIRECT_B_MAX_M;
+    const int kc_max = imin(K, KC);
+    const int nc_max = imin(N, NC);
+    const int mc_max = imin(M, MC);
+    const int npan_n_max = (nc_max + NR - 1) / NR;
+    const int npan_m_max = (mc_max + MR - 1) / MR;
+    float *bp = graft_alloc_aligned((size_t)npan_n_max * NR * kc_max * sizeof(float));
+    float *ap = graft_alloc_aligned((size_t)npan_m_max * MR * kc_max * sizeof(float));
+    if (!bp || !ap) {
+        graft_free_aligned(bp);
+        graft_free_aligned(ap);
+        gemm_unblocked(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+
+    const double fma_count = (double)M * N * K;
+#pragma omp parallel if (fma_count > PARALLEL_MIN_FMA)
+    {
+        for (int jc = 0; jc < N; jc += NC) {
+            const int nc = imin(NC, N - jc);
+            const int npan_n = (nc + NR - 1) / NR;
+            for (int pc = 0; pc < K; pc += KC) {
+                const int kc = imin(KC, K - pc);
+                /* Later K slices add onto what the first one wrote. */
+                const float beta_eff = pc == 0 ? beta : 1.0f;
+
+#pragma omp for schedule(static)
+                for (int q = 0; q < npan_n; q++) {
+                    const int nr = imin(NR, nc - q * NR);
+                    if (direct_b && nr == NR) continue; /* read in place */
+                    pack_b(bp + (size_t)q * NR * kc, B, ldb, transB, pc, kc, jc + q * NR, nr);
+                }
+
+                for (int ic = 0; ic < M; ic += MC) {
+                    const int mc = imin(MC, M - ic);
+                    const int npan_m = (mc + MR - 1) / MR;
+#pragma omp for schedule(static)
+                    for (int p = 0; p < npan_m; p++)
+                        pack_a(ap + (size_t)p * MR * kc, A, lda, transA, ic + p * MR,
+                               imin(MR, mc - p * MR), pc, kc);
+
+                    const int nblk = (nc + NB - 1) / NB;
+                    const int items = nblk * npan_m;
+#pragma omp for schedule(static)
+                    for (int it = 0; it < items; it++) {
+                        const int jb = it / npan_m, p = it % npan_m;
+                        const int mr = imin(MR, mc - p * MR);
+                        const float *a = ap + (size_t)p * MR * kc;
+                        float *crow = C + (size_t)(ic + p * MR) * ldc + jc;
+                        const int q0 = jb * (NB / NR), q1 = imin(npan_n, q0 + NB / NR);
+                        for (int q = q0; q < q1; q++) {
+                            const int nr = imin(NR, nc - q * NR);
+                            const float *b;
+                            int ldbp;
+                            if (direct_b && nr == NR) {
+                                b = B + (size_t)pc * ldb + jc + q * NR;
+                                ldbp = ldb;
+                            } else {
+                                b = bp + (size_t)q * NR * kc;
+                                ldbp = NR;
+                            }
+                            tile(kc, a, b, ldbp, crow + q * NR, ldc, mr, nr, alpha, beta_eff);
+                        }
+                    }
+                    /* the implicit barrier above keeps ap alive until every
+                     * thread is done with it */
+                }
+            }
+        }
+    }
+    graft_free_aligned(bp);
+    graft_free_aligned(ap);
+}
