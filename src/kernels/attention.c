@@ -10,16 +10,28 @@
  * query t attending key u, head h, sequence s is at
  *     att[H * sum_{s' < s} len(s')^2  +  h * L^2  +  t * L  +  u].
  *
- * Each query row is one pass over its keys in chunks of ATT_CHUNK with an
- * online softmax (running max and sum, rescaling the partial output when the
- * max grows): no buffer proportional to the sequence length is needed, so
- * the kernels allocate nothing and cannot fail. The same row routine serves
- * the forward (with or without att) and the KV-cache path, so cached decoding
- * reproduces the full forward bit for bit.
+ * Everything is done in blocks of QB query rows so the work is matrix
+ * products (the built-in GEMM on the calling thread, ~5x faster than
+ * per-row dot products); only the key blocks at or below the diagonal are
+ * visited, so the causal mask costs at most one partly wasted block a row.
+ *  - forward with att: S = scale Q K^T goes straight into the att rows,
+ *    softmax in place, O = P V.
+ *  - forward without att (inference) and the KV-cache path: keys in tiles of
+ *    KB with an online softmax (running max and sum per row, rescaling the
+ *    partial output when the max grows), so the only scratch is one
+ *    QB x KB tile on the stack, whatever the sequence length.
+ *  - backward: with P from att and dO, per key tile
+ *        dP = dO V^T,  dS = P (dP - rowsum(P dP)),
+ *        dQ += scale dS K,  dK += scale dS^T Q,  dV += P^T dO,
+ *    where rowsum(P dP) = dO . O is taken from O = P V recomputed per block
+ *    (one extra product instead of a length-L buffer per row).
+ * No heap memory is needed here (the GEMM's packing buffers aside, and the
+ * GEMM falls back to a plain loop if it cannot get those).
  *
  * Threads: the forward splits (sequence, query head) pairs; the backward
  * splits (sequence, KV head) pairs, because the query heads that share a KV
- * head all add into the same dk/dv rows.
+ * head all add into the same dk/dv rows. Inner products run serially inside
+ * a task, so BLAS is never entered from the parallel region.
  */
 #include "kernels.h"
 
@@ -28,9 +40,13 @@
 
 #pragma omp declare simd notinbranch
 float graft_vexpf(float x);
+/* The built-in GEMM on the calling thread (gemm_builtin.c). */
+void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-#define ATT_CHUNK 64
-#define PAR_MIN_WORK 16384 /* multiply-adds below which one thread does it all */
+#define QB 64          /* query rows per block */
+#define KB 256         /* keys per tile (and the width of the scratch tile) */
+#define PAR_MIN_WORK 16384.0 /* multiply-adds below which one thread does it all */
 
 size_t graft_attention_att_size(const graft_seqs *seqs, int n_head) {
     size_t total = 0;
@@ -50,6 +66,15 @@ static size_t seq_att_offset(const graft_seqs *seqs, int s, int n_head) {
     return off;
 }
 
+static double attention_work(const graft_seqs *seqs, int H, int D) {
+    double work = 0.0;
+    for (int s = 0; s < seqs->n; s++) {
+        const double len = seqs->start[s + 1] - seqs->start[s];
+        work += len * len * H * D;
+    }
+    return work;
+}
+
 static inline float dot(const float *a, const float *b, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -57,50 +82,73 @@ static inline float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/*
- * One query row: out[D] = softmax(scale * q . k_u for u < n) applied to v_u.
- * k and v point at key 0 of this head (row stride ldkv). When arow is not
- * NULL the n normalized probabilities are written to it.
- */
-static void attend_row(float *out, float *arow, const float *q, const float *k, const float *v,
-                       int ldkv, int n, int D, float scale) {
-    float sc[ATT_CHUNK];
-    float m = -INFINITY; /* running max of the scores */
-    float l = 0.0f;      /* running sum of exp(score - m) */
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (int c0 = 0; c0 < n; c0 += ATT_CHUNK) {
-        const int cn = n - c0 < ATT_CHUNK ? n - c0 : ATT_CHUNK;
-        float cm = -INFINITY;
-        for (int u = 0; u < cn; u++) {
-            sc[u] = scale * dot(q, k + (size_t)(c0 + u) * ldkv, D);
-            cm = sc[u] > cm ? sc[u] : cm;
-        }
-        if (arow) memcpy(arow + c0, sc, (size_t)cn * sizeof(float));
-        if (cm > m) { /* the max grew: rescale what was accumulated so far */
-            const float corr = graft_vexpf(m - cm); /* 0 on the first chunk */
-            l *= corr;
-            for (int d = 0; d < D; d++) out[d] *= corr;
-            m = cm;
-        }
-        float cl = 0.0f;
-#pragma omp simd reduction(+ : cl)
-        for (int u = 0; u < cn; u++) {
-            sc[u] = graft_vexpf(sc[u] - m);
-            cl += sc[u];
-        }
-        l += cl;
-        for (int u = 0; u < cn; u++) {
-            const float p = sc[u];
-            const float *vu = v + (size_t)(c0 + u) * ldkv;
-#pragma omp simd
-            for (int d = 0; d < D; d++) out[d] += p * vu[d];
-        }
+/* Softmax of s[0..n) in place; s[n..total) set to 0 (the causal mask). */
+static void softmax_row(float *s, int n, int total) {
+    float m = -INFINITY;
+    for (int u = 0; u < n; u++) m = s[u] > m ? s[u] : m;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int u = 0; u < n; u++) {
+        s[u] = graft_vexpf(s[u] - m);
+        sum += s[u];
     }
-    const float inv = 1.0f / l;
-    for (int d = 0; d < D; d++) out[d] *= inv;
-    if (arow) {
+    const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int u = 0; u < n; u++) arow[u] = graft_vexpf(arow[u] - m) * inv;
+    for (int u = 0; u < n; u++) s[u] *= inv;
+    for (int u = n; u < total; u++) s[u] = 0.0f;
+}
+
+/*
+ * Online-softmax attention of nq query rows at absolute positions
+ * p0..p0+nq-1 over keys 0..p0+nq-1 (query at position p sees keys 0..p).
+ * q rows stride ldq, k/v rows stride ldkv (already offset to this head),
+ * out rows stride ldo. S is a QB x KB scratch tile.
+ */
+static void flash_block(float *out, int ldo, const float *q, int ldq, const float *k,
+                        const float *v, int ldkv, int p0, int nq, int D, float scale, float *S) {
+    float m[QB], l[QB];
+    for (int r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        memset(out + (size_t)r * ldo, 0, (size_t)D * sizeof(float));
+    }
+    const int nk = p0 + nq;
+    for (int u0 = 0; u0 < nk; u0 += KB) {
+        const int kt = nk - u0 < KB ? nk - u0 : KB;
+        graft_gemm_serial(0, 1, nq, kt, D, scale, q, ldq, k + (size_t)u0 * ldkv, ldkv, 0.0f, S, KB);
+        for (int r = 0; r < nq; r++) {
+            float *sr = S + (size_t)r * KB;
+            int valid = p0 + r + 1 - u0; /* keys of this tile that row r may see */
+            if (valid > kt) valid = kt;
+            if (valid <= 0) {
+                memset(sr, 0, (size_t)kt * sizeof(float));
+                continue;
+            }
+            float cm = -INFINITY;
+            for (int u = 0; u < valid; u++) cm = sr[u] > cm ? sr[u] : cm;
+            if (cm > m[r]) { /* the max grew: rescale what was accumulated */
+                const float corr = graft_vexpf(m[r] - cm); /* 0 on the first tile */
+                l[r] *= corr;
+                float *o = out + (size_t)r * ldo;
+                for (int d = 0; d < D; d++) o[d] *= corr;
+                m[r] = cm;
+            }
+            const float mr = m[r];
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int u = 0; u < valid; u++) {
+                sr[u] = graft_vexpf(sr[u] - mr);
+                sum += sr[u];
+            }
+            l[r] += sum;
+            for (int u = valid; u < kt; u++) sr[u] = 0.0f;
+        }
+        graft_gemm_serial(0, 0, nq, D, kt, 1.0f, S, KB, v + (size_t)u0 * ldkv, ldkv, 1.0f, out, ldo);
+    }
+    for (int r = 0; r < nq; r++) {
+        const float inv = 1.0f / l[r];
+        float *o = out + (size_t)r * ldo;
+        for (int d = 0; d < D; d++) o[d] *= inv;
     }
 }
 
@@ -108,93 +156,102 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
                              const float *v, int ldkv, const graft_seqs *seqs, int n_head,
                              int n_kv_head, int head_dim) {
     const int H = n_head, D = head_dim, HD = H * D;
+    if (seqs->n <= 0 || H <= 0 || D <= 0) return;
     const int group = H / n_kv_head;
     const float scale = 1.0f / sqrtf((float)D);
     const int ntask = seqs->n * H;
-    double work = 0.0;
-    for (int s = 0; s < seqs->n; s++) {
-        const double len = seqs->start[s + 1] - seqs->start[s];
-        work += len * len * H * D;
-    }
     /* Longer sequences cost quadratically more: dynamic scheduling. */
-#pragma omp parallel for schedule(dynamic, 1) if (work > PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 1) if (attention_work(seqs, H, D) > PAR_MIN_WORK)
     for (int task = 0; task < ntask; task++) {
         const int s = task / H, h = task % H, g = h / group;
         const int r0 = seqs->start[s], len = seqs->start[s + 1] - r0;
-        float *abase = att ? att + seq_att_offset(seqs, s, H) + (size_t)h * len * len : NULL;
+        const float *qh = q + (size_t)r0 * ldq + (size_t)h * D;
         const float *kh = k + (size_t)r0 * ldkv + (size_t)g * D;
         const float *vh = v + (size_t)r0 * ldkv + (size_t)g * D;
-        for (int t = 0; t < len; t++) {
-            float *arow = abase ? abase + (size_t)t * len : NULL;
-            attend_row(out + (size_t)(r0 + t) * HD + (size_t)h * D, arow,
-                       q + (size_t)(r0 + t) * ldq + (size_t)h * D, kh, vh, ldkv, t + 1, D, scale);
-            if (arow)
-                for (int u = t + 1; u < len; u++) arow[u] = 0.0f;
+        float *oh = out + (size_t)r0 * HD + (size_t)h * D;
+        if (att) {
+            float *ah = att + seq_att_offset(seqs, s, H) + (size_t)h * len * len;
+            for (int t0 = 0; t0 < len; t0 += QB) {
+                const int nq = len - t0 < QB ? len - t0 : QB, t1 = t0 + nq;
+                float *arows = ah + (size_t)t0 * len;
+                /* scores of these rows against keys 0..t1-1, in place in att */
+                graft_gemm_serial(0, 1, nq, t1, D, scale, qh + (size_t)t0 * ldq, ldq, kh, ldkv, 0.0f,
+                                  arows, len);
+                for (int r = 0; r < nq; r++) softmax_row(arows + (size_t)r * len, t0 + r + 1, len);
+                graft_gemm_serial(0, 0, nq, D, t1, 1.0f, arows, len, vh, ldkv, 0.0f,
+                                  oh + (size_t)t0 * HD, HD);
+            }
+        } else {
+            float S[QB * KB];
+            for (int t0 = 0; t0 < len; t0 += QB) {
+                const int nq = len - t0 < QB ? len - t0 : QB;
+                flash_block(oh + (size_t)t0 * HD, HD, qh + (size_t)t0 * ldq, ldq, kh, vh, ldkv, t0,
+                            nq, D, scale, S);
+            }
         }
     }
 }
 
-/*
- * For query t of head h with probabilities p_u (u <= t) and upstream dO_t:
- *   dv_u += p_u dO_t
- *   dp_u  = dO_t . v_u
- *   ds_u  = p_u (dp_u - sum_w p_w dp_w)           (softmax backward)
- *   dq_t += scale sum_u ds_u k_u,   dk_u += scale ds_u q_t.
- * sum_w p_w dp_w needs every dp first; rather than a length-L buffer, dp is
- * computed twice (one extra D-long dot per key).
- */
 void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
                               const float *att, const float *q, const float *k, const float *v,
                               const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim) {
     if (!dq && !dk && !dv) return;
     const int H = n_head, KV = n_kv_head, D = head_dim, HD = H * D;
+    if (seqs->n <= 0 || H <= 0 || D <= 0) return;
     const int group = H / KV;
     const float scale = 1.0f / sqrtf((float)D);
     const int ntask = seqs->n * KV;
-    double work = 0.0;
-    for (int s = 0; s < seqs->n; s++) {
-        const double len = seqs->start[s + 1] - seqs->start[s];
-        work += len * len * H * D;
-    }
-#pragma omp parallel for schedule(dynamic, 1) if (work > PAR_MIN_WORK)
+#pragma omp parallel for schedule(dynamic, 1) if (attention_work(seqs, H, D) > PAR_MIN_WORK)
     for (int task = 0; task < ntask; task++) {
         const int s = task / KV, g = task % KV;
         const int r0 = seqs->start[s], len = seqs->start[s + 1] - r0;
         const size_t kvoff = (size_t)r0 * ldkv + (size_t)g * D;
         const float *kg = k + kvoff, *vg = v + kvoff;
         float *dkg = dk ? dk + kvoff : NULL, *dvg = dv ? dv + kvoff : NULL;
-        float dqa[D];
+        float S[QB * KB], rs[QB];
         for (int h = g * group; h < (g + 1) * group; h++) {
-            const float *abase = att + seq_att_offset(seqs, s, H) + (size_t)h * len * len;
-            for (int t = 0; t < len; t++) {
-                const float *p = abase + (size_t)t * len;
-                const float *go = dout + (size_t)(r0 + t) * HD + (size_t)h * D;
-                const float *qt = q + (size_t)(r0 + t) * ldq + (size_t)h * D;
-                float psum = 0.0f;
-                for (int u = 0; u <= t; u++) psum += p[u] * dot(go, vg + (size_t)u * ldkv, D);
-                for (int d = 0; d < D; d++) dqa[d] = 0.0f;
-                for (int u = 0; u <= t; u++) {
-                    const float pu = p[u];
-                    const float *vu = vg + (size_t)u * ldkv;
-                    if (dvg) {
-                        float *dvu = dvg + (size_t)u * ldkv;
-#pragma omp simd
-                        for (int d = 0; d < D; d++) dvu[d] += pu * go[d];
-                    }
-                    const float ds = scale * pu * (dot(go, vu, D) - psum);
-                    const float *ku = kg + (size_t)u * ldkv;
-#pragma omp simd
-                    for (int d = 0; d < D; d++) dqa[d] += ds * ku[d];
-                    if (dkg) {
-                        float *dku = dkg + (size_t)u * ldkv;
-#pragma omp simd
-                        for (int d = 0; d < D; d++) dku[d] += ds * qt[d];
+            const float *ah = att + seq_att_offset(seqs, s, H) + (size_t)h * len * len;
+            const float *qh = q + (size_t)r0 * ldq + (size_t)h * D;
+            const float *doh = dout + (size_t)r0 * HD + (size_t)h * D;
+            float *dqh = dq ? dq + (size_t)r0 * ldq + (size_t)h * D : NULL;
+            for (int t0 = 0; t0 < len; t0 += QB) {
+                const int nq = len - t0 < QB ? len - t0 : QB, t1 = t0 + nq;
+                const float *P = ah + (size_t)t0 * len;
+                const float *qb = qh + (size_t)t0 * ldq, *dob = doh + (size_t)t0 * HD;
+                if (dq || dk) {
+                    /* rs[r] = sum_u P dP = dO_r . O_r, with O = P V recomputed
+                     * KB columns at a time through the scratch tile */
+                    for (int r = 0; r < nq; r++) rs[r] = 0.0f;
+                    for (int d0 = 0; d0 < D; d0 += KB) {
+                        const int dn = D - d0 < KB ? D - d0 : KB;
+                        graft_gemm_serial(0, 0, nq, dn, t1, 1.0f, P, len, vg + d0, ldkv, 0.0f, S, KB);
+                        for (int r = 0; r < nq; r++)
+                            rs[r] += dot(dob + (size_t)r * HD + d0, S + (size_t)r * KB, dn);
                     }
                 }
-                if (dq) {
-                    float *dqt = dq + (size_t)(r0 + t) * ldq + (size_t)h * D;
+                for (int u0 = 0; u0 < t1; u0 += KB) {
+                    const int kt = t1 - u0 < KB ? t1 - u0 : KB;
+                    const float *Pt = P + u0;
+                    if (dvg) /* dV += P^T dO */
+                        graft_gemm_serial(1, 0, kt, D, nq, 1.0f, Pt, len, dob, HD, 1.0f,
+                                          dvg + (size_t)u0 * ldkv, ldkv);
+                    if (!dq && !dk) continue;
+                    /* dP = dO V^T, then dS = P (dP - rs) in place */
+                    graft_gemm_serial(0, 1, nq, kt, D, 1.0f, dob, HD, vg + (size_t)u0 * ldkv, ldkv,
+                                      0.0f, S, KB);
+                    for (int r = 0; r < nq; r++) {
+                        float *sr = S + (size_t)r * KB;
+                        const float *pr = Pt + (size_t)r * len;
+                        const float rr = rs[r];
 #pragma omp simd
-                    for (int d = 0; d < D; d++) dqt[d] += dqa[d];
+                        for (int u = 0; u < kt; u++) sr[u] = pr[u] * (sr[u] - rr);
+                    }
+                    if (dqh) /* dQ += scale dS K */
+                        graft_gemm_serial(0, 0, nq, D, kt, scale, S, KB, kg + (size_t)u0 * ldkv, ldkv,
+                                          1.0f, dqh + (size_t)t0 * ldq, ldq);
+                    if (dkg) /* dK += scale dS^T Q */
+                        graft_gemm_serial(1, 0, kt, D, nq, scale, S, KB, qb, ldq, 1.0f,
+                                          dkg + (size_t)u0 * ldkv, ldkv);
                 }
             }
         }
@@ -205,14 +262,19 @@ void graft_attention_cached(float *out, const float *q, int ldq, const float *kc
                             const float *vcache, int ldkv, int past, int n_new, int n_head,
                             int n_kv_head, int head_dim) {
     const int H = n_head, D = head_dim, HD = H * D;
+    if (n_new <= 0 || H <= 0 || D <= 0) return;
     const int group = H / n_kv_head;
     const float scale = 1.0f / sqrtf((float)D);
-    const int ntask = n_new * H;
+    const int nblk = (n_new + QB - 1) / QB;
+    const int ntask = nblk * H;
     const double work = (double)n_new * (past + n_new) * H * D;
 #pragma omp parallel for schedule(dynamic, 1) if (work > PAR_MIN_WORK)
     for (int task = 0; task < ntask; task++) {
-        const int i = task / H, h = task % H, g = h / group;
-        attend_row(out + (size_t)i * HD + (size_t)h * D, NULL, q + (size_t)i * ldq + (size_t)h * D,
-                   kcache + (size_t)g * D, vcache + (size_t)g * D, ldkv, past + i + 1, D, scale);
+        const int b = task / H, h = task % H, g = h / group;
+        const int i0 = b * QB, nq = n_new - i0 < QB ? n_new - i0 : QB;
+        float S[QB * KB];
+        flash_block(out + (size_t)i0 * HD + (size_t)h * D, HD, q + (size_t)i0 * ldq + (size_t)h * D,
+                    ldq, kcache + (size_t)g * D, vcache + (size_t)g * D, ldkv, past + i0, nq, D,
+                    scale, S);
     }
 }

@@ -15,6 +15,12 @@
 #endif
 
 #ifdef GRAFT_USE_OPENBLAS
+#ifdef _OPENMP
+/* The built-in GEMM on the calling thread only (gemm_builtin.c). */
+void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+#endif
+
 /* beta == 0 must not read C. Reference BLAS promises that, but some OpenBLAS
  * versions scale y/C by 0 (NaN * 0 = NaN), so C is zeroed first here. */
 static void zero_c(int M, int N, float *C, int ldc) {
@@ -28,9 +34,9 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
     if (M <= 0 || N <= 0) return;
 #ifdef _OPENMP
     /* BLAS and OpenMP pools must not nest: inside a parallel region use the
-     * built-in GEMM, whose own region then runs on the calling thread. */
+     * built-in GEMM on the calling thread. */
     if (omp_in_parallel()) {
-        graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        graft_gemm_serial(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 #endif

@@ -121,13 +121,13 @@ static void dot4(float out[4], int K, const float *restrict x, const float *r0, 
  * stride incy. The matrix is read exactly once, which is what bounds a GEMV.
  */
 static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
-                 float beta, float *y, int incy) {
-    const double fma_count = (double)N * K;
+                 float beta, float *y, int incy, int threads) {
+    const int par = threads && (double)N * K > 1e5;
     if (kmajor) {
         /* Each task owns GEMV_CHUNK columns and walks all rows of the matrix
          * (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
         const int nchunks = (N + GEMV_CHUNK - 1) / GEMV_CHUNK;
-#pragma omp parallel for schedule(static) if (fma_count > 1e5)
+#pragma omp parallel for schedule(static) if (par)
         for (int c = 0; c < nchunks; c++) {
             const int n0 = c * GEMV_CHUNK, w = imin(GEMV_CHUNK, N - n0);
             float acc[GEMV_CHUNK];
@@ -140,7 +140,7 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
         }
     } else {
         const int ngroups = (N + 3) / 4;
-#pragma omp parallel for schedule(static) if (fma_count > 1e5)
+#pragma omp parallel for schedule(static) if (par)
         for (int g = 0; g < ngroups; g++) {
             const int n0 = g * 4, nn = imin(4, N - n0);
             /* rows past the edge repeat row n0; their results are dropped */
@@ -385,8 +385,11 @@ static void gemm_unblocked(int transA, int transB, int M, int N, int K, float al
 
 /* ------------------------------------------------------------------ driver */
 
-void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+/* threads = 0: everything on the calling thread (for kernels that are
+ * already parallel over independent tasks, e.g. attention heads). */
+static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                        int threads) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
@@ -408,9 +411,9 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
             x = xbuf;
         }
         if (M == 1)
-            gemv(N, K, alpha, B, ldb, !transB, x, beta, C, 1);
+            gemv(N, K, alpha, B, ldb, !transB, x, beta, C, 1, threads);
         else
-            gemv(M, K, alpha, A, lda, transA, x, beta, C, ldc);
+            gemv(M, K, alpha, A, lda, transA, x, beta, C, ldc, threads);
         graft_free_aligned(xbuf);
         return;
     }
@@ -430,8 +433,8 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
         return;
     }
 
-    const double fma_count = (double)M * N * K;
-#pragma omp parallel if (fma_count > PARALLEL_MIN_FMA)
+    const int par = threads && (double)M * N * K > PARALLEL_MIN_FMA;
+#pragma omp parallel if (par)
     {
         for (int jc = 0; jc < N; jc += NC) {
             const int nc = imin(NC, N - jc);
@@ -487,4 +490,18 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
     }
     graft_free_aligned(bp);
     graft_free_aligned(ap);
+}
+
+void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm_driver(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
+}
+
+/* Not in kernels.h: the attention kernel declares it itself. Same contract
+ * as graft_gemm_builtin, but never starts threads. */
+void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    gemm_driver(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
 }
