@@ -128,6 +128,11 @@ void graft_run_free(graft_run *r);
 graft_status graft_run_set_batch(graft_run *r, const int *ids, const int *lens, int n_seq,
                                  const int *out_rows, int n_out);
 
+/* The activation buffer of (layer, site) in this run, [T, graft_site_dim]. In
+ * inference runs the layers share buffers, so it is valid only while layer
+ * `layer` is being computed (i.e. inside that layer's hooks). */
+float *graft_run_site(graft_run *r, int layer, graft_site site);
+
 /* Attach / detach a hook (not owned). */
 void graft_run_add_hook(graft_run *r, graft_hook *h);
 void graft_run_remove_hook(graft_run *r, graft_hook *h);
@@ -171,5 +176,13 @@ void graft_grads_free(graft_grads *g);
  */
 graft_status graft_run_backward(graft_run *r, const int *targets, const float *weights,
                                 graft_grads *g, int stop_layer, graft_site stop_site);
+
+/* Generation with a callback before every forward (step 0 is the prompt,
+ * then one per generated token), so editors can install hooks and set key
+ * positions on the run. graft_generate_ids is this with no callback. */
+typedef graft_status (*graft_step_cb)(void *user, graft_run *r, int step);
+graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
+                                graft_token_cb cb, void *user, graft_step_cb step_cb, void *step_user, int **out,
+                                size_t *n_out);
 
 #endif /* GRAFT_ENGINE_H */

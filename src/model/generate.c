@@ -145,6 +145,12 @@ static int sample(const float *logits, int V, float temp, float top_p, uint64_t 
 
 graft_status graft_generate_ids(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
                                 graft_token_cb cb, void *user, int **out, size_t *n_out) {
+    return graft_generate_run(m, prompt, n, opts, cb, user, NULL, NULL, out, n_out);
+}
+
+graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
+                                graft_token_cb cb, void *user, graft_step_cb step_cb, void *step_user, int **out,
+                                size_t *n_out) {
     *out = NULL;
     *n_out = 0;
     graft_gen_opts o;
@@ -177,6 +183,7 @@ graft_status graft_generate_ids(graft_model *m, const int *prompt, size_t n, con
         int bos_stops = m->format && !strcmp(m->format, "llama2c");
         int len = (int)n, last = len - 1;
         st = graft_run_set_batch(r, prompt, &len, 1, &last, 1);
+        if (st == GRAFT_OK && step_cb) st = step_cb(step_user, r, 0);
         if (st == GRAFT_OK) st = graft_run_forward(r);
         while (st == GRAFT_OK && made < (size_t)o.max_new_tokens) {
             int id = o.temperature == 0.0f ? argmax(r->logits, cfg->vocab_size)
@@ -188,6 +195,7 @@ graft_status graft_generate_ids(graft_model *m, const int *prompt, size_t n, con
             if (kv.len >= kv.n_ctx) break; /* context full */
             int one = 1, row = 0;
             st = graft_run_set_batch(r, &id, &one, 1, &row, 1);
+            if (st == GRAFT_OK && step_cb) st = step_cb(step_user, r, (int)made);
             if (st == GRAFT_OK) st = graft_run_forward(r);
         }
     }

@@ -212,6 +212,18 @@ graft_status graft_run_set_batch(graft_run *r, const int *ids, const int *lens, 
     return GRAFT_OK;
 }
 
+float *graft_run_site(graft_run *r, int layer, graft_site site) {
+    graft_layer_acts *a = &r->layers[layer];
+    switch (site) {
+    case GRAFT_SITE_BLOCK_IN: return a->in;
+    case GRAFT_SITE_MLP_IN: return a->ln2;
+    case GRAFT_SITE_MLP_PRE: return a->pre;
+    case GRAFT_SITE_MLP_ACT: return a->act;
+    case GRAFT_SITE_MLP_OUT: return a->mlp_out;
+    default: return NULL;
+    }
+}
+
 void graft_run_add_hook(graft_run *r, graft_hook *h) {
     h->next = NULL;
     graft_hook **p = &r->hooks;

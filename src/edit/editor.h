@@ -1,0 +1,130 @@
+/*
+ * editor.h - the one interface every model editor implements.
+ *
+ * An editor receives edit requests (a prompt and the wanted target, in tokens)
+ * and changes the model's behaviour in one of two ways:
+ *  - activation editors (GRACE, MELO) keep the weights frozen and act through
+ *    hooks at a (layer, site) of every run they are attached to;
+ *  - weight editors (ROME, MEMIT, FT) write deltas into the model's weights
+ *    and need nothing at inference.
+ *
+ * Every applied edit is described by a "change record": a self-contained blob
+ * holding exactly what the edit changed (codebook rows, radii, weight deltas)
+ * with the values before and after. The journal stores these blobs; replaying
+ * them rebuilds the editor's state bit for bit (crash recovery, loading an
+ * adaptor) and reverting one undoes that edit. So durability and undo are the
+ * same mechanism for every method.
+ */
+#ifndef GRAFT_EDITOR_H
+#define GRAFT_EDITOR_H
+
+#include "engine.h"
+
+/* One edit request, in tokens. */
+typedef struct graft_edit_tok {
+    const int *prompt;
+    int n_prompt;
+    const int *target;
+    int n_target;
+} graft_edit_tok;
+
+/* What an edit did, for logs and the journal's summary columns. */
+typedef struct graft_edit_info {
+    int iterations;     /* optimisation steps taken */
+    double loss_first;  /* loss on the target before/after the edit */
+    double loss_last;
+    int reproduced;     /* greedy argmax equals the target at every position */
+    char action[32];    /* editor-specific: "add", "split", "expand", "rank-one", ... */
+    int rows_added, rows_changed;
+} graft_edit_info;
+
+typedef struct graft_blob {
+    uint8_t *data;
+    size_t len, cap;
+} graft_blob;
+
+void graft_blob_free(graft_blob *b);
+graft_status graft_blob_put(graft_blob *b, const void *p, size_t n);
+/* Bounds-checked reader over a blob: every get fails cleanly past the end. */
+typedef struct graft_blob_reader {
+    const uint8_t *p;
+    size_t len, at;
+    const char *what; /* for messages */
+} graft_blob_reader;
+graft_status graft_blob_get(graft_blob_reader *r, void *dst, size_t n);
+
+typedef struct graft_editor graft_editor;
+
+typedef struct graft_editor_ops {
+    const char *name;
+    /* Apply one edit. On success *change holds the change record. */
+    graft_status (*apply)(graft_editor *e, const graft_edit_tok *req, graft_edit_info *info, graft_blob *change);
+    /* Re-apply a change record (journal replay): the state becomes exactly
+     * what it was right after the original apply. */
+    graft_status (*replay)(graft_editor *e, const uint8_t *change, size_t len);
+    /* Revert a change record (undo). */
+    graft_status (*revert)(graft_editor *e, const uint8_t *change, size_t len);
+    /* Install / remove the editor's hooks on a run (activation editors). */
+    graft_status (*attach)(graft_editor *e, graft_run *r);
+    void (*detach)(graft_editor *e, graft_run *r);
+    /* Where the key token of each sequence of the next batch is (a row index
+     * within the sequence, or -1: this sequence has no key and is never
+     * edited). Activation editors only. */
+    graft_status (*set_keys)(graft_editor *e, const int *key_pos, int n_seq);
+    /* Export the editor's whole state as safetensors (e.g. GRACE's codebook). */
+    graft_status (*export_st)(graft_editor *e, const char *path);
+    void (*free)(graft_editor *e);
+} graft_editor_ops;
+
+struct graft_editor {
+    const graft_editor_ops *ops;
+    graft_model *m;
+    int64_t n_edits; /* edits applied (or replayed) so far */
+};
+
+/* ---------------------------------------------------------------- GRACE */
+
+typedef enum { GRACE_REPLACE_LAST = 0, GRACE_REPLACE_PROMPT, GRACE_REPLACE_ALL } grace_replace;
+typedef enum { GRACE_EXPAND_COVERAGE = 0, GRACE_EXPAND_MOVING_AVERAGE } grace_expand;
+typedef enum { GRACE_INIT_COLD = 0, GRACE_INIT_WARM } grace_init;
+
+typedef struct graft_grace_opts {
+    int layer;             /* the edited block; -1: about 3/4 of the depth */
+    float eps_init;        /* radius of a new key (1.0) */
+    float edit_lr;         /* Adam learning rate for values (1.0) */
+    int n_iter;            /* value-training steps at most (100) */
+    int early_stop;        /* stop once the target is reproduced (1) */
+    grace_init init;       /* cold: uniform [0,1); warm: the layer's output (cold) */
+    grace_replace replace; /* replace_last (default), replace_prompt, replace_all */
+    grace_expand expand;   /* coverage (default) or moving_average */
+    int label_mean_compat; /* compare labels by the mean of their ids, like the official code (0) */
+    uint64_t seed;         /* for cold init */
+} graft_grace_opts;
+
+void graft_grace_opts_default(graft_grace_opts *o);
+/* The GRACE sites: GPT-2 wraps c_fc (key = its input MLP_IN, value replaces
+ * its pre-GELU output MLP_PRE), as in the official GPT2-XL config; Llama wraps
+ * down_proj (key = MLP_ACT, value replaces MLP_OUT), as EasyEdit does. */
+void graft_grace_sites(const graft_config *cfg, graft_site *key_site, graft_site *value_site);
+graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft_editor **out);
+
+/* Introspection for tests and reports. */
+typedef struct graft_grace_stats {
+    int n_keys;       /* live codebook entries */
+    int n_rows;       /* rows ever created (deleted ones included) */
+    int key_dim, value_dim, layer;
+    int last_hits;    /* sequences whose key fell inside a radius in the last forward */
+} graft_grace_stats;
+void graft_grace_get_stats(graft_editor *e, graft_grace_stats *st);
+/* Row i: key, value, radius, label, deleted flag (pointers stay owned). */
+graft_status graft_grace_row(graft_editor *e, int i, const float **key, const float **value, float *eps,
+                             const int **label, int *n_label, int *deleted);
+
+/* Generation through an editor: the prompt's last token is the key of the
+ * prefill; generated tokens carry no key, so an edit fires on the prompt and
+ * its effect reaches later tokens through the KV cache, exactly as in the
+ * teacher-forced passes that trained and evaluate it. NULL editor: plain. */
+graft_status graft_editor_generate(graft_editor *e, graft_model *m, const int *prompt, size_t n,
+                                   const graft_gen_opts *opts, int **out, size_t *n_out);
+
+#endif /* GRAFT_EDITOR_H */

@@ -1,0 +1,645 @@
+/* grace.c - GRACE (Hartvigsen et al., NeurIPS 2023): a codebook of
+ * (key, value, radius) at one layer of a frozen model.
+ *
+ * A key is the input of the wrapped linear module at the key token; a value
+ * replaces that module's output. At inference the query (the module input at
+ * the key token) is compared with every key; when the nearest key lies within
+ * its radius, its value is written into the output rows the replacement mode
+ * names. Otherwise nothing is touched, so the output is bit-identical to the
+ * unedited model.
+ *
+ * Editing follows the official code (shared/docs/algorithms.md section 1):
+ * codebook maintenance once per edit (add / split on a label conflict /
+ * expand on agreement), then n_iter Adam steps on the one value being
+ * trained. graft departs from it only where section 1.8 lists bugs: labels
+ * are compared as exact token sequences (mean-of-ids is a compatibility
+ * flag), the key position is an explicit argument, and on an exact distance
+ * tie the newer entry wins (the official torch.min picks the older one, which
+ * makes a re-edit of the same prompt with a new answer ineffective).
+ *
+ * Speed: the query and everything below the edited layer are fixed during
+ * value training, so each step re-runs only the layers from the value site
+ * up (graft_run_forward_from) and the backward stops at that site.
+ */
+#include "editor.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct grace_row {
+    float eps;
+    int *label;
+    int n_label;
+    int deleted;
+} grace_row;
+
+typedef struct grace {
+    graft_editor base;
+    graft_grace_opts o;
+    graft_site key_site, val_site;
+    int kd, vd;
+    /* the codebook: rows are never reordered, undo marks them deleted */
+    int n, cap;
+    float *keys; /* [cap, kd] */
+    float *vals; /* [cap, vd] */
+    grace_row *rows;
+    /* per-batch hook state */
+    graft_hook hook;
+    int *key_pos, n_key_pos, key_pos_cap; /* n_key_pos 0: last token of every sequence */
+    int *match, match_cap;                /* per sequence: the row that replaced, or -1 */
+    int last_hits;
+    /* editing state */
+    int train_row;
+    float *vgrad, *adam_m, *adam_v; /* [vd] */
+    graft_run *run;
+    int run_cap;
+    uint64_t rng;
+} grace;
+
+#define CHANGE_MAGIC 0x45435247u /* "GRCE" */
+#define CHANGE_VERSION 1u
+
+/* ---------------------------------------------------------------- options */
+
+void graft_grace_opts_default(graft_grace_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->layer = -1;
+    o->eps_init = 1.0f;
+    o->edit_lr = 1.0f;
+    o->n_iter = 100;
+    o->early_stop = 1;
+    o->init = GRACE_INIT_COLD;
+    o->replace = GRACE_REPLACE_LAST;
+    o->expand = GRACE_EXPAND_COVERAGE;
+    o->seed = 42;
+}
+
+void graft_grace_sites(const graft_config *cfg, graft_site *key_site, graft_site *value_site) {
+    if (cfg->arch == GRAFT_ARCH_GPT2) {
+        *key_site = GRAFT_SITE_MLP_IN;
+        *value_site = GRAFT_SITE_MLP_PRE;
+    } else {
+        *key_site = GRAFT_SITE_MLP_ACT;
+        *value_site = GRAFT_SITE_MLP_OUT;
+    }
+}
+
+/* ---------------------------------------------------------------- codebook */
+
+static float sqdist(const float *a, const float *b, int n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int i = 0; i < n; i++) {
+        float d = a[i] - b[i];
+        acc += d * d;
+    }
+    return acc;
+}
+
+/* Nearest live row to q: index (or -1 when the codebook is empty) and the
+ * Euclidean distance. Ties go to the newer row. */
+static int nearest(const grace *g, const float *q, float *dist) {
+    int best = -1;
+    float bd = INFINITY;
+    for (int i = 0; i < g->n; i++) {
+        if (g->rows[i].deleted) continue;
+        float d = sqdist(q, g->keys + (size_t)i * g->kd, g->kd);
+        if (d <= bd) {
+            bd = d;
+            best = i;
+        }
+    }
+    *dist = best >= 0 ? sqrtf(bd) : INFINITY;
+    return best;
+}
+
+static int labels_equal(const grace *g, const grace_row *r, const int *label, int n) {
+    if (g->o.label_mean_compat) {
+        /* the official comparison: mean of the label ids as floats */
+        double a = 0, b = 0;
+        for (int i = 0; i < r->n_label; i++) a += r->label[i];
+        for (int i = 0; i < n; i++) b += label[i];
+        return r->n_label && n && (float)(a / r->n_label) == (float)(b / n);
+    }
+    return r->n_label == n && memcmp(r->label, label, (size_t)n * sizeof *label) == 0;
+}
+
+static graft_status grow(grace *g) {
+    if (g->n < g->cap) return GRAFT_OK;
+    int cap = g->cap ? g->cap * 2 : 64;
+    float *k = realloc(g->keys, (size_t)cap * g->kd * sizeof(float));
+    if (k) g->keys = k;
+    float *v = realloc(g->vals, (size_t)cap * g->vd * sizeof(float));
+    if (v) g->vals = v;
+    grace_row *r = realloc(g->rows, (size_t)cap * sizeof *r);
+    if (r) g->rows = r;
+    if (!k || !v || !r) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: cannot grow the codebook to %d entries", cap);
+    g->cap = cap;
+    return GRAFT_OK;
+}
+
+/* Append a row; the label is copied. */
+static graft_status add_row(grace *g, const float *key, const float *val, float eps, const int *label, int n_label) {
+    GRAFT_TRY(grow(g));
+    int i = g->n;
+    grace_row *r = &g->rows[i];
+    memset(r, 0, sizeof *r);
+    r->label = malloc((size_t)(n_label > 0 ? n_label : 1) * sizeof(int));
+    if (!r->label) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    if (n_label) memcpy(r->label, label, (size_t)n_label * sizeof(int));
+    r->n_label = n_label;
+    r->eps = eps;
+    memcpy(g->keys + (size_t)i * g->kd, key, (size_t)g->kd * sizeof(float));
+    memcpy(g->vals + (size_t)i * g->vd, val, (size_t)g->vd * sizeof(float));
+    g->n++;
+    return GRAFT_OK;
+}
+
+/* ---------------------------------------------------------------- the hook */
+
+/* Which rows of sequence s (rows [b, e), key at b + t) a hit overwrites. */
+static void replaced_range(const grace *g, int b, int e, int t, int *lo, int *hi) {
+    switch (g->o.replace) {
+    case GRACE_REPLACE_LAST: *lo = b + t, *hi = b + t + 1; break;
+    case GRACE_REPLACE_PROMPT: *lo = b, *hi = b + t; break; /* [0, t): the key row itself is kept */
+    default: *lo = b, *hi = e; break;
+    }
+}
+
+static void grace_forward(graft_hook *h, graft_run *r, float *act, int dim) {
+    grace *g = h->user;
+    const float *qbase = graft_run_site(r, h->layer, g->key_site);
+    int ns = r->seqs.n;
+    g->last_hits = 0;
+    for (int s = 0; s < ns; s++) {
+        int b = r->seqs.start[s], e = r->seqs.start[s + 1];
+        int t = g->n_key_pos ? (s < g->n_key_pos ? g->key_pos[s] : -1) : e - b - 1;
+        g->match[s] = -1;
+        if (t < 0 || t >= e - b || g->n == 0) continue;
+        float d;
+        int j = nearest(g, qbase + (size_t)(b + t) * g->kd, &d);
+        if (j < 0 || !(d <= g->rows[j].eps)) continue;
+        g->match[s] = j;
+        g->last_hits++;
+        int lo, hi;
+        replaced_range(g, b, e, t, &lo, &hi);
+        for (int row = lo; row < hi; row++)
+            memcpy(act + (size_t)row * dim, g->vals + (size_t)j * g->vd, (size_t)dim * sizeof(float));
+    }
+}
+
+/* Replaced rows depend on nothing below: their gradient goes to the value
+ * being trained (if it is that row's value) and stops here. */
+static void grace_backward(graft_hook *h, graft_run *r, float *dact, int dim) {
+    grace *g = h->user;
+    for (int s = 0; s < r->seqs.n; s++) {
+        int j = g->match[s];
+        if (j < 0) continue;
+        int b = r->seqs.start[s], e = r->seqs.start[s + 1];
+        int t = g->n_key_pos ? g->key_pos[s] : e - b - 1;
+        int lo, hi;
+        replaced_range(g, b, e, t, &lo, &hi);
+        for (int row = lo; row < hi; row++) {
+            float *d = dact + (size_t)row * dim;
+            if (j == g->train_row && g->vgrad)
+                for (int i = 0; i < dim; i++) g->vgrad[i] += d[i];
+            memset(d, 0, (size_t)dim * sizeof(float));
+        }
+    }
+}
+
+/* A run holds at most cap sequences, so match[] sized by cap never overflows. */
+static graft_status grace_attach(graft_editor *e, graft_run *r) {
+    grace *g = (grace *)e;
+    if (r->cap + 1 > g->match_cap) {
+        int cap = r->cap + 1;
+        int *m = realloc(g->match, (size_t)cap * sizeof(int));
+        if (!m) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+        g->match = m;
+        g->match_cap = cap;
+    }
+    graft_run_remove_hook(r, &g->hook);
+    graft_run_add_hook(r, &g->hook);
+    return GRAFT_OK;
+}
+
+static void grace_detach(graft_editor *e, graft_run *r) { graft_run_remove_hook(r, &((grace *)e)->hook); }
+
+static graft_status grace_set_keys(graft_editor *e, const int *key_pos, int n_seq) {
+    grace *g = (grace *)e;
+    if (n_seq > g->key_pos_cap) {
+        int *k = realloc(g->key_pos, (size_t)n_seq * sizeof(int));
+        if (!k) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+        g->key_pos = k;
+        g->key_pos_cap = n_seq;
+    }
+    if (n_seq) memcpy(g->key_pos, key_pos, (size_t)n_seq * sizeof(int));
+    g->n_key_pos = n_seq;
+    return GRAFT_OK;
+}
+
+/* ---------------------------------------------------------------- change records */
+
+/* Record layout (little-endian, native floats):
+ *   u32 magic, u32 version, u32 n_entries, then per entry
+ *   i32 row, u8 is_new,
+ *   [if !is_new] f32 old_eps, f32 old_key[kd], f32 old_val[vd]
+ *   f32 new_eps, f32 new_key[kd], f32 new_val[vd], i32 n_label, i32 label[n_label] */
+typedef struct snapshot {
+    int row, is_new;
+    float eps;
+    float *key, *val;
+} snapshot;
+
+static graft_status snap_take(const grace *g, int row, int is_new, snapshot *s) {
+    s->row = row;
+    s->is_new = is_new;
+    s->key = malloc((size_t)g->kd * sizeof(float));
+    s->val = malloc((size_t)g->vd * sizeof(float));
+    if (!s->key || !s->val) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    if (!is_new) {
+        s->eps = g->rows[row].eps;
+        memcpy(s->key, g->keys + (size_t)row * g->kd, (size_t)g->kd * sizeof(float));
+        memcpy(s->val, g->vals + (size_t)row * g->vd, (size_t)g->vd * sizeof(float));
+    }
+    return GRAFT_OK;
+}
+
+static void snap_free(snapshot *s) {
+    free(s->key);
+    free(s->val);
+    s->key = s->val = NULL;
+}
+
+static graft_status write_change(const grace *g, snapshot *snaps, int n, graft_blob *b) {
+    uint32_t hdr[3] = {CHANGE_MAGIC, CHANGE_VERSION, (uint32_t)n};
+    GRAFT_TRY(graft_blob_put(b, hdr, sizeof hdr));
+    for (int i = 0; i < n; i++) {
+        snapshot *s = &snaps[i];
+        int32_t row = s->row;
+        uint8_t is_new = (uint8_t)s->is_new;
+        GRAFT_TRY(graft_blob_put(b, &row, sizeof row));
+        GRAFT_TRY(graft_blob_put(b, &is_new, 1));
+        if (!is_new) {
+            GRAFT_TRY(graft_blob_put(b, &s->eps, sizeof(float)));
+            GRAFT_TRY(graft_blob_put(b, s->key, (size_t)g->kd * sizeof(float)));
+            GRAFT_TRY(graft_blob_put(b, s->val, (size_t)g->vd * sizeof(float)));
+        }
+        const grace_row *r = &g->rows[s->row];
+        int32_t nl = r->n_label;
+        GRAFT_TRY(graft_blob_put(b, &r->eps, sizeof(float)));
+        GRAFT_TRY(graft_blob_put(b, g->keys + (size_t)s->row * g->kd, (size_t)g->kd * sizeof(float)));
+        GRAFT_TRY(graft_blob_put(b, g->vals + (size_t)s->row * g->vd, (size_t)g->vd * sizeof(float)));
+        GRAFT_TRY(graft_blob_put(b, &nl, sizeof nl));
+        GRAFT_TRY(graft_blob_put(b, r->label, (size_t)nl * sizeof(int32_t)));
+    }
+    return GRAFT_OK;
+}
+
+/* Walk a change record; apply the new state (replay) or the old one (revert). */
+static graft_status apply_change(grace *g, const uint8_t *data, size_t len, int revert) {
+    graft_blob_reader rd = {data, len, 0, "GRACE change record"};
+    uint32_t hdr[3];
+    GRAFT_TRY(graft_blob_get(&rd, hdr, sizeof hdr));
+    if (hdr[0] != CHANGE_MAGIC || hdr[1] != CHANGE_VERSION)
+        return graft_fail(GRAFT_ERR_FORMAT, "GRACE change record: bad magic/version (%08x, %u)", hdr[0], hdr[1]);
+    size_t kb = (size_t)g->kd * sizeof(float), vb = (size_t)g->vd * sizeof(float);
+    float *key = malloc(kb), *val = malloc(vb), *okey = malloc(kb), *oval = malloc(vb);
+    int *label = NULL;
+    graft_status st = (key && val && okey && oval) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    for (uint32_t i = 0; st == GRAFT_OK && i < hdr[2]; i++) {
+        int32_t row, nl;
+        uint8_t is_new;
+        float eps, oeps = 0;
+        if ((st = graft_blob_get(&rd, &row, sizeof row)) || (st = graft_blob_get(&rd, &is_new, 1))) break;
+        if (!is_new && ((st = graft_blob_get(&rd, &oeps, sizeof oeps)) || (st = graft_blob_get(&rd, okey, kb)) ||
+                        (st = graft_blob_get(&rd, oval, vb))))
+            break;
+        if ((st = graft_blob_get(&rd, &eps, sizeof eps)) || (st = graft_blob_get(&rd, key, kb)) ||
+            (st = graft_blob_get(&rd, val, vb)) || (st = graft_blob_get(&rd, &nl, sizeof nl)))
+            break;
+        if (nl < 0 || (size_t)nl > (rd.len - rd.at) / sizeof(int32_t)) {
+            st = graft_fail(GRAFT_ERR_FORMAT, "GRACE change record: truncated or bad label length %d at byte %zu", nl, rd.at);
+            break;
+        }
+        free(label);
+        label = malloc((size_t)(nl ? nl : 1) * sizeof(int));
+        if (!label || (st = graft_blob_get(&rd, label, (size_t)nl * sizeof(int32_t)))) {
+            if (!label) st = graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+            break;
+        }
+        if (!revert) {
+            if (is_new) {
+                if (row != g->n) {
+                    st = graft_fail(GRAFT_ERR_FORMAT, "GRACE change record adds row %d but the codebook has %d rows", row,
+                                    g->n);
+                    break;
+                }
+                st = add_row(g, key, val, eps, label, nl);
+            } else if (row < 0 || row >= g->n) {
+                st = graft_fail(GRAFT_ERR_FORMAT, "GRACE change record changes row %d of %d", row, g->n);
+            } else {
+                g->rows[row].eps = eps;
+                memcpy(g->keys + (size_t)row * g->kd, key, kb);
+                memcpy(g->vals + (size_t)row * g->vd, val, vb);
+            }
+        } else {
+            if (row < 0 || row >= g->n) {
+                st = graft_fail(GRAFT_ERR_FORMAT, "GRACE undo: row %d of %d", row, g->n);
+            } else if (is_new) {
+                g->rows[row].deleted = 1; /* rows keep their index: later records name them */
+            } else {
+                g->rows[row].eps = oeps;
+                memcpy(g->keys + (size_t)row * g->kd, okey, kb);
+                memcpy(g->vals + (size_t)row * g->vd, oval, vb);
+            }
+        }
+    }
+    if (st == GRAFT_OK && rd.at != rd.len)
+        st = graft_fail(GRAFT_ERR_FORMAT, "GRACE change record: %zu trailing bytes", rd.len - rd.at);
+    free(key), free(val), free(okey), free(oval), free(label);
+    return st;
+}
+
+static graft_status grace_replay(graft_editor *e, const uint8_t *d, size_t n) {
+    GRAFT_TRY(apply_change((grace *)e, d, n, 0));
+    e->n_edits++;
+    return GRAFT_OK;
+}
+
+static graft_status grace_revert(graft_editor *e, const uint8_t *d, size_t n) { return apply_change((grace *)e, d, n, 1); }
+
+/* ---------------------------------------------------------------- editing */
+
+static double uniform01(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static graft_status ensure_run(grace *g, int T) {
+    if (g->run && g->run_cap >= T) return GRAFT_OK;
+    graft_run_free(g->run);
+    g->run = NULL;
+    int cap = T < 64 ? 64 : T;
+    GRAFT_TRY(graft_run_create(g->base.m, cap, cap, cap, 1, &g->run));
+    g->run_cap = cap;
+    return GRAFT_OK;
+}
+
+static int reproduced(const graft_run *r, const int *target, int n) {
+    int V = r->m->cfg.vocab_size;
+    for (int i = 0; i < n; i++) {
+        const float *row = r->logits + (size_t)i * V;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        if (best != target[i]) return 0;
+    }
+    return 1;
+}
+
+/* Adam (PyTorch defaults: beta 0.9/0.999, eps 1e-8, no weight decay). */
+static void adam_step(float *p, const float *grad, float *m, float *v, int n, int t, float lr) {
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
+    for (int i = 0; i < n; i++) {
+        m[i] = b1 * m[i] + (1 - b1) * grad[i];
+        v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
+        p[i] -= lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
+    }
+}
+
+static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graft_edit_info *info,
+                                graft_blob *change) {
+    grace *g = (grace *)e;
+    const graft_config *cfg = &e->m->cfg;
+    memset(info, 0, sizeof *info);
+    if (req->n_prompt < 1 || req->n_target < 1)
+        return graft_fail(GRAFT_ERR_INVALID, "GRACE: an edit needs a prompt and a target (got %d and %d tokens)",
+                          req->n_prompt, req->n_target);
+    int T = req->n_prompt + req->n_target - 1;
+    if (T > cfg->n_ctx)
+        return graft_fail(GRAFT_ERR_RANGE, "GRACE: prompt + target is %d tokens; the context is %d", T + 1, cfg->n_ctx);
+    GRAFT_TRY(ensure_run(g, T));
+    graft_run *r = g->run;
+
+    /* Teacher forcing: input prompt + target[:-1]; the rows from the key
+     * token on predict the target tokens. */
+    int *ids = malloc((size_t)T * sizeof(int)), *rows = malloc((size_t)req->n_target * sizeof(int));
+    snapshot snaps[2];
+    memset(snaps, 0, sizeof snaps);
+    int n_snaps = 0;
+    graft_status st = (ids && rows) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    if (st != GRAFT_OK) goto done;
+    memcpy(ids, req->prompt, (size_t)req->n_prompt * sizeof(int));
+    memcpy(ids + req->n_prompt, req->target, (size_t)(req->n_target - 1) * sizeof(int));
+    for (int i = 0; i < req->n_target; i++) rows[i] = req->n_prompt - 1 + i;
+    int t = req->n_prompt - 1;
+    if ((st = graft_run_set_batch(r, ids, &T, 1, rows, req->n_target))) goto done;
+
+    /* 1. The unedited pass (hook detached): query, warm value, first loss. */
+    grace_detach(e, r);
+    if ((st = graft_run_forward(r))) goto done;
+    if ((st = graft_run_loss(r, req->target, NULL, &info->loss_first, NULL))) goto done;
+    float *q = malloc((size_t)g->kd * sizeof(float)), *v0 = malloc((size_t)g->vd * sizeof(float));
+    if (!q || !v0) {
+        free(q), free(v0);
+        st = graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+        goto done;
+    }
+    memcpy(q, graft_run_site(r, g->o.layer, g->key_site) + (size_t)t * g->kd, (size_t)g->kd * sizeof(float));
+    if (g->o.init == GRACE_INIT_WARM)
+        memcpy(v0, graft_run_site(r, g->o.layer, g->val_site) + (size_t)t * g->vd, (size_t)g->vd * sizeof(float));
+    else
+        for (int i = 0; i < g->vd; i++) v0[i] = (float)uniform01(&g->rng);
+
+    /* 2. Codebook maintenance, once per edit. */
+    float d;
+    int j = nearest(g, q, &d), c;
+    if (j < 0 || d > g->o.eps_init + g->rows[j].eps) {
+        st = snap_take(g, g->n, 1, &snaps[n_snaps++]);
+        if (st == GRAFT_OK) st = add_row(g, q, v0, g->o.eps_init, req->target, req->n_target);
+        c = g->n - 1;
+        snprintf(info->action, sizeof info->action, "add");
+        info->rows_added = 1;
+    } else if (!labels_equal(g, &g->rows[j], req->target, req->n_target)) {
+        /* conflict: both balls shrink to touch halfway */
+        st = snap_take(g, j, 0, &snaps[n_snaps++]);
+        if (st == GRAFT_OK) st = snap_take(g, g->n, 1, &snaps[n_snaps++]);
+        if (st == GRAFT_OK) st = add_row(g, q, v0, d / 2.0f, req->target, req->n_target);
+        if (st == GRAFT_OK) g->rows[j].eps = d / 2.0f - 1e-5f;
+        c = g->n - 1;
+        snprintf(info->action, sizeof info->action, "split");
+        info->rows_added = 1;
+        info->rows_changed = 1;
+    } else {
+        /* same answer: grow the nearest ball to cover the query, train its value further */
+        st = snap_take(g, j, 0, &snaps[n_snaps++]);
+        if (st == GRAFT_OK && d > g->rows[j].eps) {
+            if (g->o.expand == GRACE_EXPAND_MOVING_AVERAGE) {
+                float *k = g->keys + (size_t)j * g->kd;
+                for (int i = 0; i < g->kd; i++) k[i] = 0.5f * k[i] + 0.5f * q[i];
+            }
+            g->rows[j].eps = d;
+        }
+        c = j;
+        snprintf(info->action, sizeof info->action, "expand");
+        info->rows_changed = 1;
+    }
+    free(q);
+    free(v0);
+    if (st != GRAFT_OK) goto done;
+
+    /* 3. Train the value: only layers from the value site up, each step. */
+    memset(g->adam_m, 0, (size_t)g->vd * sizeof(float));
+    memset(g->adam_v, 0, (size_t)g->vd * sizeof(float));
+    if ((st = grace_attach(e, r))) goto done;
+    int key = t;
+    if ((st = grace_set_keys(e, &key, 1))) goto done;
+    g->train_row = c;
+    float *val = g->vals + (size_t)c * g->vd;
+    for (int it = 0;; it++) {
+        if ((st = graft_run_forward_from(r, g->o.layer, g->val_site))) break;
+        if ((st = graft_run_loss(r, req->target, NULL, &info->loss_last, NULL))) break;
+        info->reproduced = reproduced(r, req->target, req->n_target);
+        if (it == g->o.n_iter || (g->o.early_stop && info->reproduced)) break;
+        memset(g->vgrad, 0, (size_t)g->vd * sizeof(float));
+        if ((st = graft_run_backward(r, req->target, NULL, NULL, g->o.layer, g->val_site))) break;
+        adam_step(val, g->vgrad, g->adam_m, g->adam_v, g->vd, it + 1, g->o.edit_lr);
+        info->iterations = it + 1;
+    }
+    g->train_row = -1;
+    grace_detach(e, r);
+    grace_set_keys(e, NULL, 0);
+    if (st == GRAFT_OK) st = write_change(g, snaps, n_snaps, change);
+    if (st == GRAFT_OK) e->n_edits++;
+done:
+    for (int i = 0; i < n_snaps; i++) snap_free(&snaps[i]);
+    free(ids);
+    free(rows);
+    return st;
+}
+
+/* ---------------------------------------------------------------- export */
+
+static graft_status grace_export(graft_editor *e, const char *path) {
+    grace *g = (grace *)e;
+    int n = g->n > 0 ? g->n : 0;
+    size_t total_labels = 0;
+    for (int i = 0; i < n; i++) total_labels += (size_t)g->rows[i].n_label;
+    float *eps = malloc(((size_t)n + 1) * sizeof(float)), *del = malloc(((size_t)n + 1) * sizeof(float));
+    float *off = malloc(((size_t)n + 1) * sizeof(float)), *lab = malloc((total_labels + 1) * sizeof(float));
+    graft_status st = (eps && del && off && lab) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "GRACE export: out of memory");
+    if (st == GRAFT_OK) {
+        size_t at = 0;
+        for (int i = 0; i < n; i++) {
+            eps[i] = g->rows[i].eps;
+            del[i] = (float)g->rows[i].deleted;
+            off[i] = (float)at;
+            /* token ids < 2^24 are exact in F32; safetensors keeps one dtype family here */
+            for (int k = 0; k < g->rows[i].n_label; k++) lab[at++] = (float)g->rows[i].label[k];
+        }
+        off[n] = (float)at;
+        char layer[16], kd[16], vd[16];
+        snprintf(layer, sizeof layer, "%d", g->o.layer);
+        snprintf(kd, sizeof kd, "%d", g->kd);
+        snprintf(vd, sizeof vd, "%d", g->vd);
+        const char *meta[] = {"editor", "grace", "layer", layer, "key_site", graft_site_name(g->key_site), "value_site",
+                              graft_site_name(g->val_site), "key_dim", kd, "value_dim", vd};
+        graft_st_write_item items[] = {
+            {"keys", GRAFT_F32, 2, {n, g->kd}, g->keys},
+            {"values", GRAFT_F32, 2, {n, g->vd}, g->vals},
+            {"eps", GRAFT_F32, 1, {n}, eps},
+            {"deleted", GRAFT_F32, 1, {n}, del},
+            {"label_offsets", GRAFT_F32, 1, {n + 1}, off},
+            {"label_ids", GRAFT_F32, 1, {(int64_t)at}, lab},
+        };
+        st = graft_st_write(path, items, 6, meta, 6);
+    }
+    free(eps), free(del), free(off), free(lab);
+    return st;
+}
+
+static void grace_free(graft_editor *e) {
+    grace *g = (grace *)e;
+    if (!g) return;
+    for (int i = 0; i < g->n; i++) free(g->rows[i].label);
+    free(g->rows), free(g->keys), free(g->vals);
+    free(g->key_pos), free(g->match);
+    free(g->vgrad), free(g->adam_m), free(g->adam_v);
+    graft_run_free(g->run);
+    free(g);
+}
+
+static const graft_editor_ops grace_ops = {"grace",       grace_apply,    grace_replay,   grace_revert, grace_attach,
+                                           grace_detach, grace_set_keys, grace_export,   grace_free};
+
+graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft_editor **out) {
+    *out = NULL;
+    grace *g = calloc(1, sizeof *g);
+    if (!g) return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    g->base.ops = &grace_ops;
+    g->base.m = m;
+    if (o)
+        g->o = *o;
+    else
+        graft_grace_opts_default(&g->o);
+    const graft_config *cfg = &m->cfg;
+    if (g->o.layer < 0) g->o.layer = (3 * cfg->n_layer) / 4;
+    if (g->o.layer >= cfg->n_layer || g->o.n_iter < 0 || !(g->o.eps_init > 0) || !(g->o.edit_lr > 0)) {
+        int layer = g->o.layer;
+        free(g);
+        return graft_fail(GRAFT_ERR_INVALID, "GRACE: layer %d outside [0, %d), or n_iter < 0, eps <= 0, lr <= 0", layer,
+                          cfg->n_layer);
+    }
+    graft_grace_sites(cfg, &g->key_site, &g->val_site);
+    g->kd = graft_site_dim(cfg, g->key_site);
+    g->vd = graft_site_dim(cfg, g->val_site);
+    g->train_row = -1;
+    g->rng = g->o.seed;
+    g->hook.layer = g->o.layer;
+    g->hook.site = g->val_site;
+    g->hook.forward = grace_forward;
+    g->hook.backward = grace_backward;
+    g->hook.user = g;
+    g->vgrad = calloc((size_t)g->vd, sizeof(float));
+    g->adam_m = calloc((size_t)g->vd, sizeof(float));
+    g->adam_v = calloc((size_t)g->vd, sizeof(float));
+    g->match = calloc(64, sizeof(int));
+    g->match_cap = 64;
+    if (!g->vgrad || !g->adam_m || !g->adam_v || !g->match) {
+        grace_free(&g->base);
+        return graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    }
+    *out = &g->base;
+    return GRAFT_OK;
+}
+
+void graft_grace_get_stats(graft_editor *e, graft_grace_stats *s) {
+    grace *g = (grace *)e;
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < g->n; i++) s->n_keys += !g->rows[i].deleted;
+    s->n_rows = g->n;
+    s->key_dim = g->kd;
+    s->value_dim = g->vd;
+    s->layer = g->o.layer;
+    s->last_hits = g->last_hits;
+}
+
+graft_status graft_grace_row(graft_editor *e, int i, const float **key, const float **value, float *eps,
+                             const int **label, int *n_label, int *deleted) {
+    grace *g = (grace *)e;
+    if (i < 0 || i >= g->n) return graft_fail(GRAFT_ERR_RANGE, "GRACE: no row %d (codebook has %d)", i, g->n);
+    *key = g->keys + (size_t)i * g->kd;
+    *value = g->vals + (size_t)i * g->vd;
+    *eps = g->rows[i].eps;
+    *label = g->rows[i].label;
+    *n_label = g->rows[i].n_label;
+    *deleted = g->rows[i].deleted;
+    return GRAFT_OK;
+}
