@@ -55,7 +55,6 @@ typedef struct grace {
     float *vgrad, *adam_m, *adam_v; /* [vd] */
     graft_run *run;
     int run_cap;
-    uint64_t rng;
 } grace;
 
 #define CHANGE_MAGIC 0x45435247u /* "GRCE" */
@@ -455,8 +454,12 @@ static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graf
     memcpy(q, graft_run_site(r, g->o.layer, g->key_site) + (size_t)t * g->kd, (size_t)g->kd * sizeof(float));
     if (g->o.init == GRACE_INIT_WARM)
         memcpy(v0, graft_run_site(r, g->o.layer, g->val_site) + (size_t)t * g->vd, (size_t)g->vd * sizeof(float));
-    else
-        for (int i = 0; i < g->vd; i++) v0[i] = (float)uniform01(&g->rng);
+    else {
+        /* seeded by (seed, edit index), not a running state: a stream resumed
+         * from its journal draws exactly what an uninterrupted one would */
+        uint64_t rng = g->o.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(e->n_edits + 1));
+        for (int i = 0; i < g->vd; i++) v0[i] = (float)uniform01(&rng);
+    }
 
     /* 2. Codebook maintenance, once per edit. */
     float d;
@@ -601,7 +604,6 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
     g->kd = graft_site_dim(cfg, g->key_site);
     g->vd = graft_site_dim(cfg, g->val_site);
     g->train_row = -1;
-    g->rng = g->o.seed;
     g->hook.layer = g->o.layer;
     g->hook.site = g->val_site;
     g->hook.forward = grace_forward;

@@ -1,0 +1,59 @@
+/*
+ * journal.h - the durable edit log (SQLite) behind every editor.
+ *
+ * Every accepted edit is one row, committed (synchronous=FULL, WAL) before
+ * graft reports the edit: the request, the edit id, what the editor did and
+ * the change record that replays or reverts it exactly (editor.h), with a
+ * timestamp. An undo is a row of its own naming the edit it reverts, so the
+ * log stays append-only and replaying it in order rebuilds the editor's state
+ * after any crash.
+ */
+#ifndef GRAFT_JOURNAL_H
+#define GRAFT_JOURNAL_H
+
+#include "editor.h"
+
+typedef struct graft_journal graft_journal;
+
+typedef struct graft_journal_entry {
+    int64_t id;          /* the edit id (assigned by append) */
+    int64_t seq;         /* position in the input stream, -1 when not from a stream */
+    const char *kind;    /* "edit" or "undo" */
+    int64_t undoes;      /* for "undo": the edit id it reverts */
+    const char *method;  /* editor name */
+    const char *request; /* JSON: prompt, target, ids, ... */
+    graft_edit_info info;
+    double seconds;      /* time the edit took */
+    const uint8_t *change;
+    size_t change_len;
+    char created[64];    /* ISO-8601 UTC, filled by append / list */
+    int undone;          /* list: a later undo row reverts this edit */
+} graft_journal_entry;
+
+/* Open DIR/journal.sqlite, creating the folder and the file when create != 0. */
+graft_status graft_journal_open(const char *dir, int create, graft_journal **out);
+void graft_journal_close(graft_journal *j);
+const char *graft_journal_path(const graft_journal *j);
+
+/* Key/value settings (editor options, model path, ...). *value is malloc'ed, NULL if absent. */
+graft_status graft_journal_set_meta(graft_journal *j, const char *key, const char *value);
+graft_status graft_journal_get_meta(graft_journal *j, const char *key, char **value);
+
+/* Append one row durably; fills e->id and e->created. */
+graft_status graft_journal_append(graft_journal *j, graft_journal_entry *e);
+
+/* Replay every row in order into a fresh editor. *n_edits: live edits after
+ * replay; *last_seq: the largest stream position logged (-1 if none). */
+graft_status graft_journal_replay(graft_journal *j, graft_editor *e, int64_t *n_edits, int64_t *last_seq);
+
+/* Call fn for every row in order (entry pointers valid during the call). */
+typedef graft_status (*graft_journal_fn)(void *user, const graft_journal_entry *e);
+graft_status graft_journal_each(graft_journal *j, graft_journal_fn fn, void *user);
+/* One row by id. The entry's strings and change are malloc'ed copies freed by graft_journal_entry_free. */
+graft_status graft_journal_get(graft_journal *j, int64_t id, graft_journal_entry *e);
+void graft_journal_entry_free(graft_journal_entry *e);
+
+/* Revert edit `id` in e (which holds the replayed state) and log the undo. */
+graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id);
+
+#endif /* GRAFT_JOURNAL_H */
