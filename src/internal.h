@@ -62,6 +62,20 @@ char *graft_path_join(const char *dir, const char *name);
 /* malloc'ed directory part of path ("." if none). */
 char *graft_path_dirname(const char *path);
 
+/* ================================================================ plots */
+
+typedef struct graft_series {
+    const char *name;
+    const double *x, *y;
+    int n;
+    int dashed;
+} graft_series;
+
+/* Write an SVG line plot (title, axis labels, ticks, legend) atomically.
+ * ymin/ymax: the y range, or NAN to fit the data. */
+graft_status graft_svg_line_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                                 const graft_series *s, int n_series, double ymin, double ymax);
+
 /* ================================================================ dtypes */
 
 typedef enum graft_dtype { GRAFT_F32 = 0, GRAFT_F16, GRAFT_BF16, GRAFT_I64, GRAFT_I32, GRAFT_U8 } graft_dtype;
