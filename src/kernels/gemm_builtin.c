@@ -50,7 +50,7 @@
 #define MC (MR * 32) /* rows of A packed at once */
 #define NC 4096      /* columns of B packed at once (multiple of NR and NB) */
 #define NB 256       /* columns of packed B one tile sweeps (L2 block) */
-#define DIRECT_B_MAX_M (4 * MR) /* up to this M, an untransposed B is read in place */
+#define DIRECT_B_MAX_M (8 * MR) /* up to this M, an untransposed B is read in place */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */
 #define PARALLEL_MIN_FMA (64.0 * 64.0 * 64.0)
@@ -178,9 +178,58 @@ static void pack_a(float *restrict dst, const float *A, int lda, int transA, int
     }
 }
 
+#if defined(__AVX512F__)
+/*
+ * Transpose the 16 x 16 block src[i*lds + j] into dst[j*ldd + i]. Four
+ * shuffle stages: unpack pairs of rows, combine them into 4 x 4 blocks per
+ * 128-bit lane, then move the lanes across the four row groups.
+ */
+static void transpose16(float *restrict dst, int ldd, const float *src, int lds) {
+    __m512 b[4][4];
+    for (int g = 0; g < 4; g++) {
+        const __m512 r0 = _mm512_loadu_ps(src + (size_t)(4 * g) * lds);
+        const __m512 r1 = _mm512_loadu_ps(src + (size_t)(4 * g + 1) * lds);
+        const __m512 r2 = _mm512_loadu_ps(src + (size_t)(4 * g + 2) * lds);
+        const __m512 r3 = _mm512_loadu_ps(src + (size_t)(4 * g + 3) * lds);
+        const __m512 lo01 = _mm512_unpacklo_ps(r0, r1), hi01 = _mm512_unpackhi_ps(r0, r1);
+        const __m512 lo23 = _mm512_unpacklo_ps(r2, r3), hi23 = _mm512_unpackhi_ps(r2, r3);
+        /* lane L of b[g][m] = column 4L+m of rows 4g..4g+3 */
+        b[g][0] = _mm512_shuffle_ps(lo01, lo23, 0x44);
+        b[g][1] = _mm512_shuffle_ps(lo01, lo23, 0xEE);
+        b[g][2] = _mm512_shuffle_ps(hi01, hi23, 0x44);
+        b[g][3] = _mm512_shuffle_ps(hi01, hi23, 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512 c0 = _mm512_shuffle_f32x4(b[0][m], b[1][m], 0x44);
+        const __m512 c1 = _mm512_shuffle_f32x4(b[0][m], b[1][m], 0xEE);
+        const __m512 c2 = _mm512_shuffle_f32x4(b[2][m], b[3][m], 0x44);
+        const __m512 c3 = _mm512_shuffle_f32x4(b[2][m], b[3][m], 0xEE);
+        _mm512_storeu_ps(dst + (size_t)m * ldd, _mm512_shuffle_f32x4(c0, c2, 0x88));
+        _mm512_storeu_ps(dst + (size_t)(4 + m) * ldd, _mm512_shuffle_f32x4(c0, c2, 0xDD));
+        _mm512_storeu_ps(dst + (size_t)(8 + m) * ldd, _mm512_shuffle_f32x4(c1, c3, 0x88));
+        _mm512_storeu_ps(dst + (size_t)(12 + m) * ldd, _mm512_shuffle_f32x4(c1, c3, 0xDD));
+    }
+}
+#endif
+
 /* rows [k0, k0+kc) x NR cols [j0, j0+nr) of op(B) -> dst[k*NR + c], zero padded. */
 static void pack_b(float *restrict dst, const float *B, int ldb, int transB, int k0, int kc, int j0,
                    int nr) {
+#if defined(__AVX512F__)
+    if (transB && nr == NR) {
+        /* B stored [N, K] (nn.Linear weights): full panels are transposed in
+         * 16 x 16 register blocks, several times faster than element copies,
+         * which matters when M is small and packing dominates. */
+        const float *src = B + (size_t)j0 * ldb + k0;
+        int k = 0;
+        for (; k + 16 <= kc; k += 16)
+            for (int c = 0; c < NR; c += 16)
+                transpose16(dst + (size_t)k * NR + c, NR, src + (size_t)c * ldb + k, ldb);
+        for (; k < kc; k++)
+            for (int c = 0; c < NR; c++) dst[(size_t)k * NR + c] = src[(size_t)c * ldb + k];
+        return;
+    }
+#endif
     if (!transB) {
         for (int k = 0; k < kc; k++) {
             const float *src = B + (size_t)(k0 + k) * ldb + j0;

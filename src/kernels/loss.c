@@ -1,8 +1,8 @@
 /*
  * loss.c - token-level cross-entropy over logits [T, V].
  *
- * The row max is subtracted before exponentiating (no overflow), the
- * exponentials are summed in double (V is ~50k for GPT-2: a float sum would
+ * The row max is subtracted before exponentiating (no overflow; found in the
+ * same pass, see row_max_sumexp), the exponentials are summed in double (V is ~50k for GPT-2: a float sum would
  * lose ~1e-4 relative), and the log and the final difference are taken in
  * double. exp itself is graft_vexpf (float, ~1 ulp), which vectorizes.
  *
@@ -20,17 +20,34 @@ float graft_vexpf(float x);
 
 #define PAR_MIN_ELEMS 32768 /* below this a parallel region costs more than it saves */
 
-static float row_max(const float *x, int V) {
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int i = 0; i < V; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
+#define CE_CHUNK 2048 /* floats per chunk: stays in L1 between its two reads */
 
-static double row_sumexp(const float *x, int V, float m) {
+/*
+ * One pass over the row from memory: *m = max, return sum exp(x - *m) in
+ * double. Each chunk is read twice while it is in L1 (its max, then its
+ * exponentials); when a chunk raises the running max, the sum so far is
+ * rescaled. Reading the V-long row from memory once instead of twice
+ * matters: a [T, 50257] logits matrix does not fit in any cache.
+ */
+static double row_max_sumexp(const float *x, int V, float *m_out) {
+    float m = -INFINITY;
     double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < V; i++) s += (double)graft_vexpf(x[i] - m);
+    for (int c0 = 0; c0 < V; c0 += CE_CHUNK) {
+        const int cn = V - c0 < CE_CHUNK ? V - c0 : CE_CHUNK;
+        const float *xc = x + c0;
+        float cm = -INFINITY;
+#pragma omp simd reduction(max : cm)
+        for (int i = 0; i < cn; i++) cm = xc[i] > cm ? xc[i] : cm;
+        if (cm > m) {
+            if (s != 0.0) s *= exp((double)m - (double)cm);
+            m = cm;
+        }
+        double cs = 0.0;
+#pragma omp simd reduction(+ : cs)
+        for (int i = 0; i < cn; i++) cs += (double)graft_vexpf(xc[i] - m);
+        s += cs;
+    }
+    *m_out = m;
     return s;
 }
 
@@ -47,15 +64,17 @@ void graft_crossentropy_forward(float *loss, const float *logits, const int *tar
             continue;
         }
         const float *x = logits + (size_t)t * V;
-        const float m = row_max(x, V);
-        const double lse = (double)m + log(row_sumexp(x, V, m));
+        float m;
+        const double sum = row_max_sumexp(x, V, &m);
+        const double lse = (double)m + log(sum);
         loss[t] = (float)(lse - (double)x[y]);
     }
 }
 
 /* dloss == NULL means dloss = 1 for every row.
  * dlogits may alias logits: every row is fully read (max, sum) before any
- * element of it is written, and each element is read before it is overwritten. */
+ * element of it is written, and each element is read before it is
+ * overwritten. Two passes over the row: statistics, then the gradient. */
 void graft_crossentropy_backward(float *dlogits, const float *logits, const int *target,
                                  const float *dloss, int T, int V) {
 #pragma omp parallel for schedule(static) if ((double)T * V > PAR_MIN_ELEMS)
@@ -72,8 +91,8 @@ void graft_crossentropy_backward(float *dlogits, const float *logits, const int 
         }
         const float *x = logits + (size_t)t * V;
         const float g = dloss ? dloss[t] : 1.0f;
-        const float m = row_max(x, V);
-        const double sum = row_sumexp(x, V, m);
+        float m;
+        const double sum = row_max_sumexp(x, V, &m);
         const float k = (float)((double)g / sum);
         const float xy = x[y]; /* saved: the loop below may overwrite it */
 #pragma omp simd
