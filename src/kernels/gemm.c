@@ -21,8 +21,10 @@ void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
 #endif
 
-/* beta == 0 must not read C. Reference BLAS promises that, but some OpenBLAS
- * versions scale y/C by 0 (NaN * 0 = NaN), so C is zeroed first here. */
+/* beta == 0 must not read C (it may hold NaN garbage). Reference BLAS
+ * promises that, and OpenBLAS's GEMM zero-fills for beta == 0, but some of
+ * its GEMV kernels have scaled y by 0 (NaN * 0 = NaN): y is zeroed first.
+ * (tests/test_gemm.c checks both with NaN-filled outputs.) */
 static void zero_c(int M, int N, float *C, int ldc) {
     for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
 }
@@ -45,11 +47,11 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
         graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    if (beta == 0.0f) zero_c(M, N, C, ldc);
     if (M == 1) {
         /* Decode: one row times a matrix is a GEMV, which OpenBLAS does
          * faster than its GEMM path for a 1-row A. */
         const int incx = transA ? lda : 1;
+        if (beta == 0.0f) zero_c(1, N, C, ldc);
         if (!transB) /* B [K, N]: y = B^T x */
             cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
         else /* B [N, K]: y = B x */

@@ -25,7 +25,6 @@
 #include "internal.h"
 #include "kernels.h"
 
-#include <stdint.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -473,7 +472,9 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
     const int mc_max = imin(M, MC);
     const int npan_n_max = (nc_max + NR - 1) / NR;
     const int npan_m_max = (mc_max + MR - 1) / MR;
-    float *bp = graft_alloc_aligned((size_t)npan_n_max * NR * kc_max * sizeof(float));
+    /* In direct mode only the ragged last panel of B is packed: one slot. */
+    const int bp_panels = direct_b ? 1 : npan_n_max;
+    float *bp = graft_alloc_aligned((size_t)bp_panels * NR * kc_max * sizeof(float));
     float *ap = graft_alloc_aligned((size_t)npan_m_max * MR * kc_max * sizeof(float));
     if (!bp || !ap) {
         graft_free_aligned(bp);
@@ -497,7 +498,8 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                 for (int q = 0; q < npan_n; q++) {
                     const int nr = imin(NR, nc - q * NR);
                     if (direct_b && nr == NR) continue; /* read in place */
-                    pack_b(bp + (size_t)q * NR * kc, B, ldb, transB, pc, kc, jc + q * NR, nr);
+                    pack_b(bp + (size_t)(direct_b ? 0 : q) * NR * kc, B, ldb, transB, pc, kc,
+                           jc + q * NR, nr);
                 }
 
                 for (int ic = 0; ic < M; ic += MC) {
@@ -525,7 +527,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                                 b = B + (size_t)pc * ldb + jc + q * NR;
                                 ldbp = ldb;
                             } else {
-                                b = bp + (size_t)q * NR * kc;
+                                b = bp + (size_t)(direct_b ? 0 : q) * NR * kc;
                                 ldbp = NR;
                             }
                             tile(kc, a, b, ldbp, crow + q * NR, ldc, mr, nr, alpha, beta_eff);
