@@ -1,5 +1,6 @@
 /* cmd_generate.c - graft generate: continue a prompt with a KV cache. */
 #include "cli.h"
+#include "edit/journal.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@ static void usage(FILE *out) {
           "  --seed S           sampling seed (default 42)\n"
           "  --tokenizer PATH   tokenizer file or folder, when not beside the model\n"
           "  --no-bos           do not prepend BOS (llama2.c-style models get one by default)\n"
-          "  --ids              print the generated token ids as a JSON array instead of text\n",
+          "  --ids              print the generated token ids as a JSON array instead of text\n"
+          "  --adaptor DIR      apply the edits of a run/adaptor folder (graft edit --out DIR)\n",
           out);
 }
 
@@ -43,9 +45,10 @@ int cmd_generate(int argc, char **argv) {
                                          {"tokens", required_argument, 0, 'n'}, {"temp", required_argument, 0, 't'},
                                          {"top-p", required_argument, 0, 'P'},  {"seed", required_argument, 0, 's'},
                                          {"tokenizer", required_argument, 0, 'T'}, {"no-bos", no_argument, 0, 'B'},
-                                         {"ids", no_argument, 0, 'I'},          {"help", no_argument, 0, 'h'},
+                                         {"ids", no_argument, 0, 'I'},          {"adaptor", required_argument, 0, 'A'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *prompt = "", *tok_path = NULL;
+    const char *model = NULL, *prompt = "", *tok_path = NULL, *adaptor = NULL;
     graft_gen_opts o;
     graft_gen_opts_default(&o);
     int add_bos = -1, print_ids = 0, c;
@@ -74,6 +77,7 @@ int cmd_generate(int argc, char **argv) {
         case 'T': tok_path = optarg; break;
         case 'B': add_bos = 0; break;
         case 'I': print_ids = 1; break;
+        case 'A': adaptor = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -86,7 +90,15 @@ int cmd_generate(int argc, char **argv) {
     graft_model *m = NULL;
     if (cli_load_model("generate", model, tok_path, &m)) return 1;
     graft_tokenizer *tok;
+    graft_editor *ed = NULL;
     int rc = 1;
+    if (adaptor) {
+        graft_status ast = graft_adaptor_open(m, adaptor, &ed, NULL);
+        if (ast != GRAFT_OK) {
+            cli_fail_status("generate", ast);
+            goto done;
+        }
+    }
     int *ids = NULL, *gen = NULL;
     size_t n = 0, n_gen = 0;
     if (cli_need_tokenizer("generate", m, &tok)) goto done;
@@ -105,7 +117,7 @@ int cmd_generate(int argc, char **argv) {
         n = 1;
     }
     stream s = {tok, ids[n - 1]};
-    graft_status st = graft_generate_ids(m, ids, n, &o, print_ids ? NULL : print_token, &s, &gen, &n_gen);
+    graft_status st = graft_editor_generate(ed, m, ids, n, &o, print_ids ? NULL : print_token, &s, &gen, &n_gen);
     if (st != GRAFT_OK) {
         if (!print_ids) fputc('\n', stdout);
         cli_fail_status("generate", st);
@@ -119,6 +131,7 @@ int cmd_generate(int argc, char **argv) {
         fputc('\n', stdout);
     rc = 0;
 done:
+    if (ed) ed->ops->free(ed);
     free(ids);
     free(gen);
     graft_model_free(m);

@@ -1,6 +1,8 @@
 /* cmd_score.c - graft score: mean next-token NLL and perplexity of a text. */
 #include "cli.h"
 #include "internal.h"
+#include "edit/eval.h"
+#include "edit/journal.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -13,7 +15,9 @@ static void usage(FILE *out) {
           "Prints {\"tokens\": N, \"scored\": K, \"nll\": mean NLL in nats, \"ppl\": exp(nll)}.\n"
           "Texts longer than the context are scored in sliding windows (each token once).\n"
           "  --stride N   step between windows (default: half the context)\n"
-          "  --no-bos     do not prepend BOS to text (llama2.c-style models get one by default)\n",
+          "  --no-bos     do not prepend BOS to text (llama2.c-style models get one by default)\n"
+          "  --adaptor DIR  score through the edits of a run/adaptor folder (non-overlapping windows,\n"
+          "               each window's key at its last token, GRACE's upstream convention)\n",
           out);
 }
 
@@ -21,9 +25,10 @@ int cmd_score(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},     {"text", required_argument, 0, 't'},
                                          {"text-file", required_argument, 0, 'f'}, {"ids", required_argument, 0, 'i'},
                                          {"stride", required_argument, 0, 's'},    {"tokenizer", required_argument, 0, 'T'},
-                                         {"no-bos", no_argument, 0, 'B'},          {"help", no_argument, 0, 'h'},
+                                         {"no-bos", no_argument, 0, 'B'},          {"adaptor", required_argument, 0, 'A'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *text = NULL, *file = NULL, *ids_arg = NULL, *tok_path = NULL;
+    const char *model = NULL, *text = NULL, *file = NULL, *ids_arg = NULL, *tok_path = NULL, *adaptor = NULL;
     long stride = 0;
     int add_bos = -1, c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -37,6 +42,7 @@ int cmd_score(int argc, char **argv) {
             break;
         case 'T': tok_path = optarg; break;
         case 'B': add_bos = 0; break;
+        case 'A': adaptor = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -70,7 +76,14 @@ int cmd_score(int argc, char **argv) {
     }
     double nll;
     size_t scored;
-    graft_status st = graft_score_ids(m, ids, n, (int)stride, &nll, &scored);
+    graft_status st;
+    if (adaptor) {
+        graft_editor *ed = NULL;
+        st = graft_adaptor_open(m, adaptor, &ed, NULL);
+        if (st == GRAFT_OK) st = graft_eval_nll(m, ed, ids, n, m->cfg.n_ctx, &nll, &scored);
+        if (ed) ed->ops->free(ed);
+    } else
+        st = graft_score_ids(m, ids, n, (int)stride, &nll, &scored);
     if (st != GRAFT_OK) {
         cli_fail_status("score", st);
         goto done;

@@ -14,6 +14,8 @@ static const struct {
     {"tokenize", cmd_tokenize, "text -> token ids, or ids -> text with --decode"},
     {"inspect", cmd_inspect, "architecture, sizes, dtype and memory of a model"},
     {"bench", cmd_bench, "speed and memory benchmarks"},
+    {"edit", cmd_edit, "stream edit requests into a model and measure ES/ERR/TRR/generalisation"},
+    {"edits", cmd_edits, "list, show, undo or export the edits of a run/adaptor folder"},
     {"train", cmd_train, "train or fine-tune a model; writes a Hugging Face folder"},
     {"corpus", cmd_corpus, "build the fact corpus from CounterFact and zsRE"},
 };

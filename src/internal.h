@@ -69,12 +69,27 @@ typedef struct graft_series {
     const double *x, *y;
     int n;
     int dashed;
+    int color; /* 1-based palette index; 0: by position */
 } graft_series;
 
 /* Write an SVG line plot (title, axis labels, ticks, legend) atomically.
  * ymin/ymax: the y range, or NAN to fit the data. */
 graft_status graft_svg_line_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
                                  const graft_series *s, int n_series, double ymin, double ymax);
+
+/* ================================================================ progress */
+
+typedef struct graft_progress {
+    char what[48];
+    int64_t total, done, start_done, last_bucket;
+    double t0, last;
+    int tty, enabled;
+} graft_progress;
+
+/* A progress line on stderr: what [=====>    ] done/total rate elapsed ETA extra. */
+void graft_progress_start(graft_progress *p, const char *what, int64_t total, int64_t done);
+void graft_progress_update(graft_progress *p, int64_t done, const char *extra);
+void graft_progress_end(graft_progress *p);
 
 /* ================================================================ dtypes */
 

@@ -67,7 +67,7 @@ static int greedy_is(graft_model *m, graft_editor *e, const int *p, int np, cons
     o.stop_at_eos = 0;
     int *out = NULL;
     size_t n = 0;
-    if (graft_editor_generate(e, m, p, (size_t)np, &o, &out, &n) != GRAFT_OK) return 0;
+    if (graft_editor_generate(e, m, p, (size_t)np, &o, NULL, NULL, &out, &n) != GRAFT_OK) return 0;
     int ok = n == (size_t)nt && memcmp(out, t, (size_t)nt * sizeof(int)) == 0;
     free(out);
     return ok;

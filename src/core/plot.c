@@ -49,7 +49,7 @@ graft_status graft_svg_line_plot(const char *path, const char *title, const char
     if (!isnan(ymax)) hi = ymax;
     if (hi <= lo) hi = lo + 1;
 
-    const double W = 760, H = 460, L = 70, R = 190, T = 40, B = 60; /* legend lives in the right margin */
+    const double W = 760, H = 470, L = 70, R = 190, T = 50, B = 60; /* legend lives in the right margin */
     double pw = W - L - R, ph = H - T - B;
     /* built in memory, then written atomically: a crash never leaves half a plot */
     size_t len = 0;
@@ -62,9 +62,19 @@ graft_status graft_svg_line_plot(const char *path, const char *title, const char
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
                "font-family=\"sans-serif\" font-size=\"12\">\n", W, H, W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">", L + pw / 2);
-    escape(f, title);
-    fprintf(f, "</text>\n");
+    /* the title may have several lines ('\n'): the first large, the rest as subtitles */
+    int line = 0;
+    for (const char *t = title; t && *t; line++) {
+        const char *nl = strchr(t, '\n');
+        size_t n = nl ? (size_t)(nl - t) : strlen(t);
+        char *part = strndup(t, n);
+        fprintf(f, "<text x=\"%.0f\" y=\"%d\" font-size=\"%d\" text-anchor=\"middle\">", W / 2, 20 + 16 * line,
+                line ? 11 : 15);
+        escape(f, part);
+        fprintf(f, "</text>\n");
+        free(part);
+        t = nl ? nl + 1 : t + n;
+    }
     /* grid and ticks */
     double xs = nice_step(xmax - xmin, 8), ys = nice_step(hi - lo, 6);
     char lab[32];
@@ -87,7 +97,8 @@ graft_status graft_svg_line_plot(const char *path, const char *title, const char
     /* series, clipped to the plot area */
     fprintf(f, "<clipPath id=\"area\"><rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\"/></clipPath>\n", L, T, pw, ph);
     for (int k = 0; k < n_series; k++) {
-        const char *col = palette[k % (int)(sizeof palette / sizeof palette[0])];
+        int ci = s[k].color > 0 ? s[k].color - 1 : k;
+        const char *col = palette[ci % (int)(sizeof palette / sizeof palette[0])];
         fprintf(f, "<polyline clip-path=\"url(#area)\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col,
                 s[k].dashed ? " stroke-dasharray=\"6 4\"" : "");
         for (int i = 0; i < s[k].n; i++)

@@ -120,11 +120,22 @@ void graft_grace_get_stats(graft_editor *e, graft_grace_stats *st);
 graft_status graft_grace_row(graft_editor *e, int i, const float **key, const float **value, float *eps,
                              const int **label, int *n_label, int *deleted);
 
+/* Build an editor by method name ("grace") from options JSON (NULL or "{}":
+ * defaults; unknown keys are errors). */
+graft_status graft_editor_create(graft_model *m, const char *method, const char *opts_json, graft_editor **out);
+/* The editor's complete options as canonical JSON (malloc'ed), defaults and
+ * derived values (e.g. the layer) filled in: what the journal stores. */
+graft_status graft_editor_opts_json(graft_editor *e, char **json);
+void graft_grace_get_opts(graft_editor *e, graft_grace_opts *o);
+/* Model identity (shape and a checksum of a weight slice), kept in journals so
+ * an adaptor is never replayed onto another model. */
+void graft_model_fingerprint(const graft_model *m, char *buf, size_t n);
+
 /* Generation through an editor: the prompt's last token is the key of the
  * prefill; generated tokens carry no key, so an edit fires on the prompt and
  * its effect reaches later tokens through the KV cache, exactly as in the
  * teacher-forced passes that trained and evaluate it. NULL editor: plain. */
 graft_status graft_editor_generate(graft_editor *e, graft_model *m, const int *prompt, size_t n,
-                                   const graft_gen_opts *opts, int **out, size_t *n_out);
+                                   const graft_gen_opts *opts, graft_token_cb cb, void *user, int **out, size_t *n_out);
 
 #endif /* GRAFT_EDITOR_H */

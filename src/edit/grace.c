@@ -622,6 +622,8 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
     return GRAFT_OK;
 }
 
+void graft_grace_get_opts(graft_editor *e, graft_grace_opts *o) { *o = ((grace *)e)->o; }
+
 void graft_grace_get_stats(graft_editor *e, graft_grace_stats *s) {
     grace *g = (grace *)e;
     memset(s, 0, sizeof *s);

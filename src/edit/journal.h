@@ -56,4 +56,9 @@ void graft_journal_entry_free(graft_journal_entry *e);
 /* Revert edit `id` in e (which holds the replayed state) and log the undo. */
 graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id);
 
+/* Open a run/adaptor folder for model m: check the model, build the editor
+ * its journal names, replay every row. The journal is handed back when j_out
+ * is not NULL (for edits list/undo), else closed. */
+graft_status graft_adaptor_open(graft_model *m, const char *dir, graft_editor **e, graft_journal **j_out);
+
 #endif /* GRAFT_JOURNAL_H */

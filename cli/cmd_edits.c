@@ -1,0 +1,105 @@
+/* cmd_edits.c - graft edits list|show|undo|export: the edits of a run or
+ * adaptor folder, read from (and, for undo, written to) its journal. */
+#include "cli.h"
+#include "edit/journal.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fputs("usage: graft edits list            --adaptor DIR [-m MODEL]\n"
+          "       graft edits show ID         --adaptor DIR [-m MODEL]\n"
+          "       graft edits undo ID         --adaptor DIR [-m MODEL]\n"
+          "       graft edits export FILE     --adaptor DIR [-m MODEL]   (the codebook as safetensors)\n"
+          "DIR is a run folder of `graft edit` (its journal.sqlite). undo reverts one edit (GRACE: its new\n"
+          "keys are dropped and the radii it split restored) and records the undo in the journal.\n",
+          out);
+}
+
+static graft_status list_row(void *user, const graft_journal_entry *e) {
+    (void)user;
+    cJSON *r = cJSON_Parse(e->request);
+    const cJSON *p = cJSON_GetObjectItem(r, "prompt"), *t = cJSON_GetObjectItem(r, "target");
+    printf("%5lld %6lld  %-5s %-7s %4d  %-3s %s  ", (long long)e->id, (long long)e->seq, e->kind, e->info.action,
+           e->info.iterations, e->info.reproduced ? "yes" : "no", e->created);
+    if (!strcmp(e->kind, "undo"))
+        printf("undoes edit %lld", (long long)e->undoes);
+    else if (cJSON_IsString(p) && cJSON_IsString(t))
+        printf("%.60s -> %.40s", p->valuestring, t->valuestring);
+    if (e->undone) printf("  [undone]");
+    putchar('\n');
+    cJSON_Delete(r);
+    return GRAFT_OK;
+}
+
+int cmd_edits(int argc, char **argv) {
+    static const struct option opts[] = {{"adaptor", required_argument, 0, 'a'}, {"model", required_argument, 0, 'm'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *dir = NULL, *model = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "a:m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': dir = optarg; break;
+        case 'm': model = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    const char *verb = optind < argc ? argv[optind] : NULL;
+    const char *arg = optind + 1 < argc ? argv[optind + 1] : NULL;
+    int need_arg = verb && (!strcmp(verb, "show") || !strcmp(verb, "undo") || !strcmp(verb, "export"));
+    if (!verb || !dir || (need_arg && !arg) || (!need_arg && arg) ||
+        (strcmp(verb, "list") && strcmp(verb, "show") && strcmp(verb, "undo") && strcmp(verb, "export"))) {
+        cli_fail("edits", "give list, show ID, undo ID or export FILE, and --adaptor DIR");
+        usage(stderr);
+        return 2;
+    }
+    long id = 0;
+    if ((!strcmp(verb, "show") || !strcmp(verb, "undo")) && cli_parse_int("edits", verb, arg, 1, 1L << 62, &id)) return 2;
+    graft_journal *j = NULL;
+    graft_status st;
+    if (!strcmp(verb, "list") || !strcmp(verb, "show")) {
+        /* reading needs no model */
+        if ((st = graft_journal_open(dir, 0, &j)) != GRAFT_OK) return cli_fail_status("edits", st);
+        if (!strcmp(verb, "list")) {
+            printf("%5s %6s  %-5s %-7s %4s  %-3s %-24s  %s\n", "id", "seq", "kind", "action", "iter", "ok", "created",
+                   "request");
+            st = graft_journal_each(j, list_row, NULL);
+        } else {
+            graft_journal_entry e;
+            st = graft_journal_get(j, id, &e);
+            if (st == GRAFT_OK) {
+                printf("{\"id\": %lld, \"seq\": %lld, \"kind\": \"%s\", \"method\": \"%s\", \"action\": \"%s\", "
+                       "\"iterations\": %d, \"loss_before\": %.6g, \"loss_after\": %.6g, \"reproduced\": %s, "
+                       "\"rows_added\": %d, \"rows_changed\": %d, \"seconds\": %.4f, \"created\": \"%s\", "
+                       "\"undone\": %s, \"change_bytes\": %zu, \"request\": %s}\n",
+                       (long long)e.id, (long long)e.seq, e.kind, e.method, e.info.action, e.info.iterations,
+                       e.info.loss_first, e.info.loss_last, e.info.reproduced ? "true" : "false", e.info.rows_added,
+                       e.info.rows_changed, e.seconds, e.created, e.undone ? "true" : "false", e.change_len, e.request);
+                graft_journal_entry_free(&e);
+            }
+        }
+        graft_journal_close(j);
+        return st == GRAFT_OK ? 0 : cli_fail_status("edits", st);
+    }
+    graft_model *m = NULL;
+    if (cli_load_model("edits", model, NULL, &m)) return 1;
+    graft_editor *e = NULL;
+    st = graft_adaptor_open(m, dir, &e, &j);
+    if (st == GRAFT_OK) {
+        if (!strcmp(verb, "undo")) {
+            st = graft_journal_undo(j, e, id);
+            if (st == GRAFT_OK) printf("undid edit %ld (recorded in %s)\n", id, graft_journal_path(j));
+        } else {
+            st = e->ops->export_st ? e->ops->export_st(e, arg)
+                                   : graft_fail(GRAFT_ERR_UNSUPPORTED, "%s has no exportable state", e->ops->name);
+            if (st == GRAFT_OK) printf("wrote %s\n", arg);
+        }
+    }
+    if (e) e->ops->free(e);
+    graft_journal_close(j);
+    graft_model_free(m);
+    return st == GRAFT_OK ? 0 : cli_fail_status("edits", st);
+}

@@ -1,0 +1,41 @@
+/* adaptor.c - reopening a run or adaptor folder: its journal names the
+ * method and options, and replaying it rebuilds the editor exactly. */
+#include "journal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+graft_status graft_adaptor_open(graft_model *m, const char *dir, graft_editor **e_out, graft_journal **j_out) {
+    *e_out = NULL;
+    if (j_out) *j_out = NULL;
+    graft_journal *j = NULL;
+    GRAFT_TRY(graft_journal_open(dir, 0, &j));
+    char *method = NULL, *opts = NULL, *fp = NULL;
+    graft_status st = graft_journal_get_meta(j, "method", &method);
+    if (st == GRAFT_OK) st = graft_journal_get_meta(j, "editor_options", &opts);
+    if (st == GRAFT_OK) st = graft_journal_get_meta(j, "model_fingerprint", &fp);
+    if (st == GRAFT_OK && (!method || !opts))
+        st = graft_fail(GRAFT_ERR_FORMAT, "%s: the journal lacks its method/editor_options settings", graft_journal_path(j));
+    if (st == GRAFT_OK && fp) {
+        char mine[128];
+        graft_model_fingerprint(m, mine, sizeof mine);
+        if (strcmp(mine, fp) != 0)
+            st = graft_fail(GRAFT_ERR_INVALID, "%s: these edits were made on another model (%s); this one is %s",
+                            graft_journal_path(j), fp, mine);
+    }
+    graft_editor *e = NULL;
+    if (st == GRAFT_OK) st = graft_editor_create(m, method, opts, &e);
+    if (st == GRAFT_OK) st = graft_journal_replay(j, e, NULL, NULL);
+    free(method), free(opts), free(fp);
+    if (st != GRAFT_OK) {
+        if (e) e->ops->free(e);
+        graft_journal_close(j);
+        return st;
+    }
+    *e_out = e;
+    if (j_out)
+        *j_out = j;
+    else
+        graft_journal_close(j);
+    return GRAFT_OK;
+}

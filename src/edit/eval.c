@@ -1,0 +1,155 @@
+/* eval.c - teacher-forced and generated predictions through an editor. */
+#include "eval.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const char *target, graft_eval_item *it) {
+    memset(it, 0, sizeof *it);
+    int spm = !strcmp(graft_tokenizer_kind(tok), "llama2c-spm");
+    int bos = spm ? graft_tokenizer_bos(tok) : -1;
+    int *p = NULL, *t = NULL;
+    size_t np = 0, nt = 0;
+    GRAFT_TRY(graft_tokenize(tok, prompt, strlen(prompt), &p, &np));
+    size_t tl = strlen(target);
+    char *spaced = malloc(tl + 2);
+    graft_status st = spaced ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK) {
+        spaced[0] = ' ';
+        memcpy(spaced + 1, target, tl + 1);
+        st = spm ? graft_tokenize(tok, target, tl, &t, &nt) : graft_tokenize(tok, spaced, tl + 1, &t, &nt);
+    }
+    free(spaced);
+    if (st == GRAFT_OK && (nt == 0 || np + (bos >= 0) == 0))
+        st = graft_fail(GRAFT_ERR_INVALID, "empty prompt or target after tokenization (prompt '%.60s', target '%.60s')",
+                        prompt, target);
+    if (st == GRAFT_OK) {
+        it->prompt = malloc((np + 1) * sizeof(int));
+        if (!it->prompt) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    if (st != GRAFT_OK) {
+        free(p), free(t);
+        memset(it, 0, sizeof *it);
+        return st;
+    }
+    int k = 0;
+    if (bos >= 0) it->prompt[k++] = bos;
+    memcpy(it->prompt + k, p, np * sizeof(int));
+    it->n_prompt = k + (int)np;
+    it->target = t;
+    it->n_target = (int)nt;
+    free(p);
+    return GRAFT_OK;
+}
+
+void graft_eval_item_free(graft_eval_item *it) {
+    free(it->prompt);
+    free(it->target);
+    memset(it, 0, sizeof *it);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Items are packed into batches of at most BUDGET tokens. */
+#define BUDGET 2048
+
+graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *pred) {
+    if (n <= 0) return GRAFT_OK;
+    int maxlen = 0;
+    for (int i = 0; i < n; i++) {
+        int len = items[i].n_prompt + items[i].n_target - 1;
+        if (len > m->cfg.n_ctx)
+            return graft_fail(GRAFT_ERR_RANGE, "evaluation item %d has %d tokens; the context is %d", i, len, m->cfg.n_ctx);
+        if (len > maxlen) maxlen = len;
+    }
+    int cap = maxlen > BUDGET ? maxlen : BUDGET;
+    graft_run *r = NULL;
+    GRAFT_TRY(graft_run_create(m, cap, cap, maxlen, 0, &r));
+    int *ids = malloc((size_t)cap * sizeof(int)), *lens = malloc((size_t)cap * sizeof(int));
+    int *rows = malloc((size_t)cap * sizeof(int)), *keys = malloc((size_t)cap * sizeof(int));
+    graft_status st = (ids && lens && rows && keys) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK && e && e->ops->attach) st = e->ops->attach(e, r);
+    int V = m->cfg.vocab_size, at = 0, done = 0;
+    while (st == GRAFT_OK && done < n) {
+        int T = 0, ns = 0, no = 0;
+        while (done + ns < n) {
+            const graft_eval_item *it = &items[done + ns];
+            int len = it->n_prompt + it->n_target - 1;
+            if (T + len > cap) break;
+            memcpy(ids + T, it->prompt, (size_t)it->n_prompt * sizeof(int));
+            memcpy(ids + T + it->n_prompt, it->target, (size_t)(it->n_target - 1) * sizeof(int));
+            for (int k = 0; k < it->n_target; k++) rows[no++] = T + it->n_prompt - 1 + k;
+            keys[ns] = it->n_prompt - 1;
+            lens[ns++] = len;
+            T += len;
+        }
+        st = graft_run_set_batch(r, ids, lens, ns, rows, no);
+        if (st == GRAFT_OK && e && e->ops->set_keys) st = e->ops->set_keys(e, keys, ns);
+        if (st == GRAFT_OK) st = graft_run_forward(r);
+        for (int i = 0; st == GRAFT_OK && i < no; i++) pred[at++] = argmax(r->logits + (size_t)i * V, V);
+        done += ns;
+    }
+    if (e && e->ops->detach) e->ops->detach(e, r);
+    if (e && e->ops->set_keys) e->ops->set_keys(e, NULL, 0);
+    graft_run_free(r);
+    free(ids), free(lens), free(rows), free(keys);
+    return st;
+}
+
+graft_status graft_eval_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *gen) {
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        graft_gen_opts o;
+        graft_gen_opts_default(&o);
+        o.max_new_tokens = items[i].n_target;
+        o.stop_at_eos = 0;
+        int *out = NULL;
+        size_t k = 0;
+        GRAFT_TRY(graft_editor_generate(e, m, items[i].prompt, (size_t)items[i].n_prompt, &o, NULL, NULL, &out, &k));
+        for (int j = 0; j < items[i].n_target; j++) gen[at++] = j < (int)k ? out[j] : -1;
+        free(out);
+    }
+    return GRAFT_OK;
+}
+
+graft_status graft_eval_nll(graft_model *m, graft_editor *e, const int *ids, size_t n, int window, double *nll,
+                            size_t *count) {
+    *nll = 0;
+    *count = 0;
+    if (window > m->cfg.n_ctx) window = m->cfg.n_ctx;
+    if (window < 2 || n < 2) return graft_fail(GRAFT_ERR_INVALID, "perplexity: need at least 2 tokens and a window of 2");
+    graft_run *r = NULL;
+    GRAFT_TRY(graft_run_create(m, window, window, window, 0, &r));
+    int *targets = malloc((size_t)window * sizeof(int));
+    float *rl = malloc((size_t)window * sizeof(float));
+    graft_status st = (targets && rl) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK && e && e->ops->attach) st = e->ops->attach(e, r);
+    double sum = 0;
+    size_t cnt = 0;
+    for (size_t b = 0; st == GRAFT_OK && b + 1 < n; b += (size_t)window) {
+        int len = (int)(n - b < (size_t)window ? n - b : (size_t)window);
+        if (len < 2) break;
+        int key = len - 1;
+        st = graft_run_set_batch(r, ids + b, &len, 1, NULL, 0);
+        if (st == GRAFT_OK && e && e->ops->set_keys) st = e->ops->set_keys(e, &key, 1);
+        if (st == GRAFT_OK) st = graft_run_forward(r);
+        for (int t = 0; t < len; t++) targets[t] = t + 1 < len ? ids[b + (size_t)t + 1] : -1;
+        double unused;
+        if (st == GRAFT_OK) st = graft_run_loss(r, targets, NULL, &unused, rl);
+        for (int t = 0; st == GRAFT_OK && t + 1 < len; t++) sum += rl[t], cnt++;
+    }
+    if (e && e->ops->detach) e->ops->detach(e, r);
+    if (e && e->ops->set_keys) e->ops->set_keys(e, NULL, 0);
+    graft_run_free(r);
+    free(targets), free(rl);
+    if (st == GRAFT_OK) {
+        *nll = cnt ? sum / (double)cnt : 0;
+        *count = cnt;
+    }
+    return st;
+}

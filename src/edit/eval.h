@@ -1,0 +1,40 @@
+/*
+ * eval.h - measuring a model through an editor: teacher-forced predictions
+ * (EasyEdit's token accuracy), greedy generation (GRACE's exact match) and
+ * perplexity, on (prompt, target) items in tokens.
+ */
+#ifndef GRAFT_EVAL_H
+#define GRAFT_EVAL_H
+
+#include "editor.h"
+
+typedef struct graft_eval_item {
+    int *prompt;
+    int n_prompt;
+    int *target;
+    int n_target;
+} graft_eval_item;
+
+/*
+ * Tokenize a (prompt, target) pair the way every editor and metric in graft
+ * does: prompt = [BOS if the tokenizer's models expect one] + encode(prompt);
+ * target = encode(" " + target) for byte-level BPE (EasyEdit joins prompt and
+ * target with a space), encode(target) for llama2.c tokenizers (their dummy
+ * prefix already is that space). Text is never split inside the target.
+ */
+graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const char *target, graft_eval_item *it);
+void graft_eval_item_free(graft_eval_item *it);
+
+/* Teacher forcing: pred receives, item after item, the argmax at each target
+ * position (sum of n_target ints). The key of each item is its last prompt
+ * token. e may be NULL (the unedited model). */
+graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *pred);
+/* Greedy generation of n_target tokens after each prompt; gen as pred. */
+graft_status graft_eval_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *gen);
+/* Mean NLL of a token stream in non-overlapping windows of `window` tokens,
+ * through the editor with each window's key at its last token (GRACE's
+ * upstream convention). */
+graft_status graft_eval_nll(graft_model *m, graft_editor *e, const int *ids, size_t n, int window, double *nll,
+                            size_t *count);
+
+#endif

@@ -1,0 +1,596 @@
+/* stream.c - the lifelong editing loop behind `graft edit`. See stream.h. */
+#define _GNU_SOURCE
+#include "stream.h"
+
+#include "data/dataset.h"
+#include "eval.h"
+#include "journal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void graft_stream_opts_default(graft_stream_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->eval_every = 100;
+    o->batch = 1;
+    o->seed = 42;
+    o->method = "grace";
+    o->upstream_n = 500;
+    o->ppl_tokens = 4096;
+    o->progress = 1;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- item sets */
+
+typedef struct item_set {
+    graft_eval_item *it;
+    int *owner; /* edit index each item belongs to (-1: none) */
+    int n, cap;
+    int tokens; /* total target tokens */
+} item_set;
+
+static graft_status set_add(item_set *s, graft_tokenizer *tok, const char *prompt, const char *target, int owner) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 64;
+        graft_eval_item *it = realloc(s->it, (size_t)cap * sizeof *it);
+        if (it) s->it = it;
+        int *ow = realloc(s->owner, (size_t)cap * sizeof *ow);
+        if (ow) s->owner = ow;
+        if (!it || !ow) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        s->cap = cap;
+    }
+    GRAFT_TRY(graft_encode_pair(tok, prompt, target, &s->it[s->n]));
+    s->owner[s->n] = owner;
+    s->tokens += s->it[s->n].n_target;
+    s->n++;
+    return GRAFT_OK;
+}
+
+static void set_free(item_set *s) {
+    for (int i = 0; i < s->n; i++) graft_eval_item_free(&s->it[i]);
+    free(s->it);
+    free(s->owner);
+    memset(s, 0, sizeof *s);
+}
+
+/* Items of s owned by edits < limit, at most `sample` of them evenly spread
+ * (0: all), copied into *view (the caller frees the array). */
+static int select_items(const item_set *s, int limit, long sample, graft_eval_item **view) {
+    *view = malloc((size_t)(s->n ? s->n : 1) * sizeof **view);
+    if (!*view) return -1;
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->owner[i] < limit) (*view)[n++] = s->it[i];
+    if (sample <= 0 || n <= sample) return n;
+    for (long j = 0; j < sample; j++) (*view)[j] = (*view)[j * n / sample]; /* j*n/sample >= j: in-place is safe */
+    return (int)sample;
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+typedef struct acc {
+    double tf;    /* mean token accuracy */
+    double gen;   /* exact-match fraction */
+    int n;        /* items */
+} acc;
+
+/* Accuracy of items against their own targets (ERR, GEN), or against
+ * reference predictions (TRR: ref_tf / ref_gen, indexed like the items). */
+static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, const int *ref_tf,
+                            const int *ref_gen, acc *out) {
+    memset(out, 0, sizeof *out);
+    if (n == 0) {
+        out->tf = out->gen = NAN;
+        return GRAFT_OK;
+    }
+    int total = 0;
+    for (int i = 0; i < n; i++) total += items[i].n_target;
+    int *tf = malloc((size_t)total * sizeof(int)), *gen = malloc((size_t)total * sizeof(int));
+    graft_status st = (tf && gen) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK) st = graft_eval_tf(m, e, items, n, tf);
+    if (st == GRAFT_OK) st = graft_eval_gen(m, e, items, n, gen);
+    if (st == GRAFT_OK) {
+        double tf_sum = 0;
+        int gen_ok = 0, at = 0;
+        for (int i = 0; i < n; i++) {
+            int good = 0, all = 1;
+            for (int k = 0; k < items[i].n_target; k++) {
+                int want_tf = ref_tf ? ref_tf[at + k] : items[i].target[k];
+                int want_gen = ref_gen ? ref_gen[at + k] : items[i].target[k];
+                good += tf[at + k] == want_tf;
+                all &= gen[at + k] == want_gen;
+            }
+            tf_sum += (double)good / items[i].n_target;
+            gen_ok += all;
+            at += items[i].n_target;
+        }
+        out->tf = tf_sum / n;
+        out->gen = (double)gen_ok / n;
+        out->n = n;
+    }
+    free(tf), free(gen);
+    return st;
+}
+
+/* ---------------------------------------------------------------- the run */
+
+typedef struct point {
+    long edits;
+    double es_tf, es_gen, err_tf, err_gen, trr_tf, trr_gen, gen_tf, gen_gen, ppl, sec_per_edit, elapsed;
+    long keys;
+} point;
+
+typedef struct runner {
+    graft_model *m;
+    const graft_stream_opts *o;
+    graft_tokenizer *tok;
+    graft_dataset ds;
+    int n;                 /* edits in this stream */
+    item_set edits, reph, up;
+    int *base_tf, *base_gen; /* unedited predictions on the upstream set */
+    int *ppl_ids;
+    size_t n_ppl;
+    graft_editor *e;
+    graft_journal *j;
+    char *results_path, *plot_path, *summary_path;
+    point *pts;
+    int n_pts, cap_pts;
+    /* ES over the current window */
+    double es_tf_sum, es_gen_sum, sec_sum;
+    int es_n;
+    double t_start, elapsed_before;
+} runner;
+
+static graft_status load_upstream(runner *R) {
+    const graft_stream_opts *o = R->o;
+    long cap = o->upstream_n > 0 ? o->upstream_n : 500;
+    if (!o->upstream_path) {
+        for (int i = 0; i < R->n && R->up.n < cap; i++)
+            for (int k = 0; k < R->ds.req[i].n_loc && R->up.n < cap; k++)
+                GRAFT_TRY(set_add(&R->up, R->tok, R->ds.req[i].loc_prompts[k], R->ds.req[i].loc_answers[k], -1));
+        return GRAFT_OK;
+    }
+    char *text = NULL;
+    GRAFT_TRY(graft_read_file(o->upstream_path, &text, NULL));
+    graft_status st = GRAFT_OK;
+    int row = 0;
+    for (char *line = strtok(text, "\n"); line && st == GRAFT_OK && R->up.n < cap; line = strtok(NULL, "\n")) {
+        row++;
+        if (strspn(line, " \t\r") == strlen(line)) continue;
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *p = cJSON_GetObjectItem(j, "prompt"), *a = cJSON_GetObjectItem(j, "answer");
+        if (!a) a = cJSON_GetObjectItem(j, "target");
+        if (!j || !cJSON_IsString(p) || !cJSON_IsString(a))
+            st = graft_fail(GRAFT_ERR_FORMAT, "%s: row %d: want a JSON object with string fields 'prompt' and 'answer'",
+                            o->upstream_path, row);
+        else
+            st = set_add(&R->up, R->tok, p->valuestring, a->valuestring, -1);
+        cJSON_Delete(j);
+    }
+    free(text);
+    return st;
+}
+
+static graft_status prepare(runner *R) {
+    const graft_stream_opts *o = R->o;
+    R->tok = graft_model_tokenizer(R->m);
+    if (!R->tok) return graft_fail(GRAFT_ERR_INVALID, "edit: the model has no tokenizer (give one with --tokenizer)");
+    GRAFT_TRY(graft_dataset_load(o->data_path, o->format, o->n, &R->ds));
+    R->n = R->ds.n;
+    if (R->n == 0) return graft_fail(GRAFT_ERR_INVALID, "%s: no edit requests", o->data_path);
+    for (int i = 0; i < R->n; i++) {
+        graft_edit_request *q = &R->ds.req[i];
+        graft_status st = set_add(&R->edits, R->tok, q->prompt, q->target, i);
+        for (int k = 0; st == GRAFT_OK && k < q->n_rephrases; k++) st = set_add(&R->reph, R->tok, q->rephrases[k], q->target, i);
+        if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: row %d", o->data_path, q->row);
+    }
+    GRAFT_TRY(load_upstream(R));
+    /* The unedited model's answers on the upstream set: TRR compares with these. */
+    R->base_tf = malloc((size_t)(R->up.tokens + 1) * sizeof(int));
+    R->base_gen = malloc((size_t)(R->up.tokens + 1) * sizeof(int));
+    if (!R->base_tf || !R->base_gen) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    GRAFT_TRY(graft_eval_tf(R->m, NULL, R->up.it, R->up.n, R->base_tf));
+    GRAFT_TRY(graft_eval_gen(R->m, NULL, R->up.it, R->up.n, R->base_gen));
+    if (o->ppl_path) {
+        char *text = NULL;
+        size_t len = 0;
+        GRAFT_TRY(graft_read_file(o->ppl_path, &text, &len));
+        size_t cap = (size_t)(o->ppl_tokens > 0 ? o->ppl_tokens : 4096);
+        /* tokenize only a prefix: 8 bytes a token is plenty for byte-level and BPE */
+        if (len > cap * 8) len = cap * 8;
+        graft_status st = graft_tokenize(R->tok, text, len, &R->ppl_ids, &R->n_ppl);
+        free(text);
+        if (st != GRAFT_OK) return graft_fail_prefix(st, "%s", o->ppl_path);
+        if (R->n_ppl > cap) R->n_ppl = cap;
+    }
+    return GRAFT_OK;
+}
+
+static graft_status check_meta(runner *R, const char *key, const char *want) {
+    char *have = NULL;
+    GRAFT_TRY(graft_journal_get_meta(R->j, key, &have));
+    graft_status st = GRAFT_OK;
+    if (!have)
+        st = graft_journal_set_meta(R->j, key, want);
+    else if (strcmp(have, want) != 0)
+        st = graft_fail(GRAFT_ERR_INVALID, "%s: this run was started with %s = '%s'; now '%s' (use another --out, or the same settings)",
+                        graft_journal_path(R->j), key, have, want);
+    free(have);
+    return st;
+}
+
+/* A JSON number, or null where there is none (JSON has no NaN). */
+static void num(FILE *f, const char *key, double v, int last) {
+    if (isfinite(v))
+        fprintf(f, "\"%s\": %.6g%s", key, v, last ? "" : ", ");
+    else
+        fprintf(f, "\"%s\": null%s", key, last ? "" : ", ");
+}
+
+static void point_json(FILE *f, const point *p) {
+    fprintf(f, "{\"edits\": %ld, \"keys\": %ld, ", p->edits, p->keys);
+    num(f, "es_tf", p->es_tf, 0), num(f, "es_gen", p->es_gen, 0);
+    num(f, "err_tf", p->err_tf, 0), num(f, "err_gen", p->err_gen, 0);
+    num(f, "trr_tf", p->trr_tf, 0), num(f, "trr_gen", p->trr_gen, 0);
+    num(f, "gen_tf", p->gen_tf, 0), num(f, "gen_gen", p->gen_gen, 0);
+    num(f, "ppl", p->ppl, 0), num(f, "sec_per_edit", p->sec_per_edit, 0);
+    num(f, "elapsed_s", p->elapsed, 1);
+    fputc('}', f);
+}
+
+static graft_status append_point(runner *R, const point *p) {
+    char *line = NULL;
+    size_t len = 0;
+    FILE *mf = open_memstream(&line, &len);
+    if (!mf) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    point_json(mf, p);
+    fputc('\n', mf);
+    fclose(mf);
+    int fd = open(R->results_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        free(line);
+        return graft_fail(GRAFT_ERR_IO, "%s: %s", R->results_path, strerror(errno));
+    }
+    ssize_t w = write(fd, line, len);
+    int ok = w == (ssize_t)len && fsync(fd) == 0;
+    close(fd);
+    free(line);
+    return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_IO, "%s: write failed", R->results_path);
+}
+
+static graft_status write_plot(runner *R) {
+    int n = R->n_pts;
+    double *x = malloc((size_t)(n + 1) * sizeof(double)), *y = malloc((size_t)(n + 1) * 8 * sizeof(double));
+    if (!x || !y) {
+        free(x), free(y);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        const point *p = &R->pts[i];
+        x[i] = (double)p->edits;
+        double v[8] = {p->es_gen, p->err_gen, p->trr_gen, p->gen_gen, p->es_tf, p->err_tf, p->trr_tf, p->gen_tf};
+        for (int k = 0; k < 8; k++) y[(size_t)k * (n + 1) + i] = v[k];
+    }
+    const char *names[8] = {"ES (gen)", "ERR (gen)", "TRR (gen)", "Generalisation (gen)",
+                            "ES (tf)",  "ERR (tf)",  "TRR (tf)",  "Generalisation (tf)"};
+    graft_series s[8];
+    /* one colour per metric: solid = gen, dashed = tf */
+    for (int k = 0; k < 8; k++) s[k] = (graft_series){names[k], x, y + (size_t)k * (n + 1), n, k >= 4, k % 4 + 1};
+    char title[256];
+    const char *base = strrchr(R->o->data_path, '/');
+    snprintf(title, sizeof title, "%s on %s\nsolid: exact-match greedy generation (gen); dashed: teacher-forced token accuracy (tf)",
+             R->o->method, base ? base + 1 : R->o->data_path);
+    graft_status st = graft_svg_line_plot(R->plot_path, title, "edits applied", "accuracy", s, 8, 0.0, 1.0);
+    free(x), free(y);
+    return st;
+}
+
+static graft_status write_summary(runner *R, int finished) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "method", R->o->method);
+    cJSON_AddStringToObject(j, "model", R->o->model_path ? R->o->model_path : "");
+    cJSON_AddStringToObject(j, "data", R->o->data_path);
+    cJSON_AddStringToObject(j, "format", R->ds.format ? R->ds.format : "");
+    cJSON_AddNumberToObject(j, "n_requests", R->n);
+    cJSON_AddBoolToObject(j, "finished", finished);
+    char *opts = NULL;
+    if (graft_editor_opts_json(R->e, &opts) == GRAFT_OK) cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
+    free(opts);
+    cJSON *d = cJSON_AddObjectToObject(j, "definitions");
+    cJSON_AddStringToObject(d, "tf", "teacher-forced token accuracy (EasyEdit): fraction of target tokens that are the argmax given the prompt and the true previous target tokens");
+    cJSON_AddStringToObject(d, "gen", "exact-match greedy generation (GRACE): the n_target greedy tokens after the prompt equal the target");
+    cJSON_AddStringToObject(d, "es", "the edit just applied, mean over the edits since the previous evaluation point");
+    cJSON_AddStringToObject(d, "err", "all edits applied so far (or an even sample of err_sample of them)");
+    cJSON_AddStringToObject(d, "trr", "upstream prompts: agreement with the unedited model's own predictions");
+    cJSON_AddStringToObject(d, "gen_", "rephrased prompts of the edits so far produce the target");
+    cJSON_AddStringToObject(d, "ppl", "perplexity of the upstream text through the editor, key at each window's last token");
+    cJSON_AddNumberToObject(j, "upstream_items", R->up.n);
+    cJSON_AddNumberToObject(j, "rephrase_items", R->reph.n);
+    if (R->n_pts) {
+        char *line = NULL;
+        size_t len = 0;
+        FILE *mf = open_memstream(&line, &len);
+        if (mf) {
+            point_json(mf, &R->pts[R->n_pts - 1]);
+            fclose(mf);
+            cJSON_AddItemToObject(j, "final", cJSON_Parse(line));
+            free(line);
+        }
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    graft_status st = graft_write_file_atomic(R->summary_path, text, strlen(text));
+    free(text);
+    return st;
+}
+
+static graft_status evaluate(runner *R, long done) {
+    point p;
+    memset(&p, 0, sizeof p);
+    p.edits = done;
+    p.es_tf = R->es_n ? R->es_tf_sum / R->es_n : NAN;
+    p.es_gen = R->es_n ? R->es_gen_sum / R->es_n : NAN;
+    p.sec_per_edit = R->es_n ? R->sec_sum / R->es_n : NAN;
+    graft_editor *e = done > 0 ? R->e : NULL;
+    graft_eval_item *view = NULL;
+    acc a;
+    int k = select_items(&R->edits, (int)done, R->o->err_sample, &view);
+    graft_status st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a);
+    free(view);
+    p.err_tf = a.tf, p.err_gen = a.gen;
+    if (st == GRAFT_OK) st = measure(R->m, e, R->up.it, R->up.n, R->base_tf, R->base_gen, &a);
+    p.trr_tf = a.tf, p.trr_gen = a.gen;
+    if (st == GRAFT_OK) {
+        /* generalisation: rephrases of the edits so far; at 0 edits, of the whole stream (the baseline) */
+        k = select_items(&R->reph, done > 0 ? (int)done : R->n, R->o->err_sample, &view);
+        st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a);
+        free(view);
+        p.gen_tf = a.tf, p.gen_gen = a.gen;
+    }
+    p.ppl = NAN;
+    if (st == GRAFT_OK && R->n_ppl > 1) {
+        double nll;
+        size_t cnt;
+        st = graft_eval_nll(R->m, e, R->ppl_ids, R->n_ppl, 256, &nll, &cnt);
+        p.ppl = exp(nll);
+    }
+    if (st != GRAFT_OK) return st;
+    if (R->e && !strcmp(R->e->ops->name, "grace")) {
+        graft_grace_stats gs;
+        graft_grace_get_stats(R->e, &gs);
+        p.keys = done > 0 ? gs.n_keys : 0;
+    }
+    p.elapsed = R->elapsed_before + now_s() - R->t_start;
+    if (R->n_pts == R->cap_pts) {
+        int cap = R->cap_pts ? 2 * R->cap_pts : 32;
+        point *np = realloc(R->pts, (size_t)cap * sizeof *np);
+        if (!np) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        R->pts = np;
+        R->cap_pts = cap;
+    }
+    R->pts[R->n_pts++] = p;
+    R->es_tf_sum = R->es_gen_sum = R->sec_sum = 0;
+    R->es_n = 0;
+    GRAFT_TRY(append_point(R, &p));
+    GRAFT_TRY(write_plot(R));
+    return write_summary(R, done == R->n);
+}
+
+static int is_point(const runner *R, long done) {
+    if (done == R->n) return 1;
+    if (R->o->eval_at == GRAFT_EVAL_EACH) return 1;
+    if (R->o->eval_at == GRAFT_EVAL_END) return 0;
+    return R->o->eval_every > 0 && done % R->o->eval_every == 0;
+}
+
+/* Resume: keep the results lines up to `done` edits (a torn last line is
+ * dropped), reload them as points, and rebuild the ES window from the journal. */
+typedef struct {
+    runner *R;
+    long from;
+} es_ctx;
+
+static graft_status es_from_journal(void *user, const graft_journal_entry *en) {
+    es_ctx *c = user;
+    if (strcmp(en->kind, "edit") || en->seq < c->from) return GRAFT_OK;
+    cJSON *j = cJSON_Parse(en->request);
+    const cJSON *g = cJSON_GetObjectItem(j, "es_gen");
+    c->R->es_tf_sum += en->info.reproduced;
+    c->R->es_gen_sum += cJSON_IsNumber(g) ? g->valuedouble : 0;
+    c->R->sec_sum += en->seconds;
+    c->R->es_n++;
+    cJSON_Delete(j);
+    return GRAFT_OK;
+}
+
+static graft_status reload_points(runner *R, long done) {
+    char *text = NULL;
+    if (!graft_path_exists(R->results_path)) return GRAFT_OK;
+    GRAFT_TRY(graft_read_file(R->results_path, &text, NULL));
+    char *kept = malloc(strlen(text) + 1);
+    if (!kept) {
+        free(text);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    size_t kl = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *e = cJSON_GetObjectItem(j, "edits");
+        if (j && cJSON_IsNumber(e) && (long)e->valuedouble <= done) {
+            point p;
+            memset(&p, 0, sizeof p);
+#define GETD(f) do { const cJSON *v_ = cJSON_GetObjectItem(j, #f); p.f = cJSON_IsNumber(v_) ? v_->valuedouble : NAN; } while (0)
+            GETD(es_tf); GETD(es_gen); GETD(err_tf); GETD(err_gen); GETD(trr_tf); GETD(trr_gen);
+            GETD(gen_tf); GETD(gen_gen); GETD(ppl); GETD(sec_per_edit);
+#undef GETD
+            p.edits = (long)e->valuedouble;
+            const cJSON *k = cJSON_GetObjectItem(j, "keys"), *el = cJSON_GetObjectItem(j, "elapsed_s");
+            p.keys = cJSON_IsNumber(k) ? (long)k->valuedouble : 0;
+            p.elapsed = cJSON_IsNumber(el) ? el->valuedouble : 0;
+            if (R->n_pts == R->cap_pts) {
+                int cap = R->cap_pts ? 2 * R->cap_pts : 32;
+                point *np = realloc(R->pts, (size_t)cap * sizeof *np);
+                if (np) R->pts = np, R->cap_pts = cap;
+            }
+            if (R->n_pts < R->cap_pts) R->pts[R->n_pts++] = p;
+            size_t L = strlen(line);
+            memcpy(kept + kl, line, L);
+            kl += L;
+            kept[kl++] = '\n';
+        }
+        cJSON_Delete(j);
+    }
+    free(text);
+    graft_status st = graft_write_file_atomic(R->results_path, kept, kl);
+    free(kept);
+    if (st != GRAFT_OK) return st;
+    R->elapsed_before = R->n_pts ? R->pts[R->n_pts - 1].elapsed : 0;
+    long last_point = R->n_pts ? R->pts[R->n_pts - 1].edits : 0;
+    es_ctx c = {R, last_point};
+    return graft_journal_each(R->j, es_from_journal, &c);
+}
+
+static graft_status journal_edit(runner *R, int i, const graft_edit_info *info, double secs, double es_gen,
+                                 const graft_blob *ch) {
+    const graft_edit_request *q = &R->ds.req[i];
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "row", q->row);
+    cJSON_AddNumberToObject(r, "case_id", (double)q->case_id);
+    cJSON_AddStringToObject(r, "prompt", q->prompt);
+    cJSON_AddStringToObject(r, "target", q->target);
+    cJSON_AddNumberToObject(r, "es_gen", es_gen);
+    char *req = cJSON_PrintUnformatted(r);
+    cJSON_Delete(r);
+    if (!req) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    graft_journal_entry en;
+    memset(&en, 0, sizeof en);
+    en.seq = i;
+    en.kind = "edit";
+    en.method = R->e->ops->name;
+    en.request = req;
+    en.info = *info;
+    en.seconds = secs;
+    en.change = ch->data;
+    en.change_len = ch->len;
+    graft_status st = graft_journal_append(R->j, &en);
+    free(req);
+    return st;
+}
+
+static void runner_free(runner *R) {
+    graft_dataset_free(&R->ds);
+    set_free(&R->edits), set_free(&R->reph), set_free(&R->up);
+    free(R->base_tf), free(R->base_gen), free(R->ppl_ids);
+    if (R->e) R->e->ops->free(R->e);
+    graft_journal_close(R->j);
+    free(R->results_path), free(R->plot_path), free(R->summary_path);
+    free(R->pts);
+}
+
+graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
+    runner R;
+    memset(&R, 0, sizeof R);
+    R.m = m;
+    R.o = o;
+    R.t_start = now_s();
+    if (o->batch != 1 && !strcmp(o->method, "grace"))
+        return graft_fail(GRAFT_ERR_INVALID, "GRACE applies one request at a time (--batch 1), as the official code does");
+    graft_status st = prepare(&R);
+    if (st == GRAFT_OK) st = graft_editor_create(m, o->method, o->editor_opts, &R.e);
+    if (st == GRAFT_OK) st = graft_journal_open(o->out_dir, 1, &R.j);
+    if (st == GRAFT_OK) {
+        R.results_path = graft_path_join(o->out_dir, "results.jsonl");
+        R.plot_path = graft_path_join(o->out_dir, "retention.svg");
+        R.summary_path = graft_path_join(o->out_dir, "summary.json");
+        if (!R.results_path || !R.plot_path || !R.summary_path) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    int64_t live = 0, last_seq = -1;
+    if (st == GRAFT_OK) st = graft_journal_replay(R.j, R.e, &live, &last_seq);
+    if (st == GRAFT_OK && last_seq >= 0 && !o->resume)
+        st = graft_fail(GRAFT_ERR_INVALID, "%s already holds a run with %lld edits: add --resume to continue it, or choose another --out",
+                        o->out_dir, (long long)(last_seq + 1));
+    /* the settings a resumed run must share with its start */
+    char fp[128], n_str[32], *opts = NULL;
+    graft_model_fingerprint(m, fp, sizeof fp);
+    snprintf(n_str, sizeof n_str, "%d", R.n);
+    if (st == GRAFT_OK) st = graft_editor_opts_json(R.e, &opts);
+    if (st == GRAFT_OK) st = check_meta(&R, "method", o->method);
+    if (st == GRAFT_OK) st = check_meta(&R, "editor_options", opts);
+    if (st == GRAFT_OK) st = check_meta(&R, "model_fingerprint", fp);
+    if (st == GRAFT_OK) st = check_meta(&R, "data", o->data_path);
+    if (st == GRAFT_OK) st = check_meta(&R, "n_requests", n_str);
+    if (st == GRAFT_OK && o->model_path) st = check_meta(&R, "model", o->model_path);
+    free(opts);
+
+    long done = last_seq + 1;
+    if (st == GRAFT_OK && done == 0 && graft_path_exists(R.results_path)) unlink(R.results_path);
+    if (st == GRAFT_OK) st = reload_points(&R, done);
+    if (st == GRAFT_OK && R.n_pts == 0) {
+        /* the baseline point, on the unedited model; keep the ES window a
+         * resumed run rebuilt from its journal */
+        double s1 = R.es_tf_sum, s2 = R.es_gen_sum, s3 = R.sec_sum;
+        int sn = R.es_n;
+        st = evaluate(&R, 0);
+        R.es_tf_sum = s1, R.es_gen_sum = s2, R.sec_sum = s3, R.es_n = sn;
+    }
+    /* a crash between an edit's commit and the evaluation at that point */
+    if (st == GRAFT_OK && done > 0 && R.pts[R.n_pts - 1].edits < done && is_point(&R, done)) st = evaluate(&R, done);
+
+    graft_progress pg;
+    if (o->progress) graft_progress_start(&pg, "edits", R.n, done);
+    for (long i = done; st == GRAFT_OK && i < R.n; i++) {
+        graft_edit_tok req = {R.edits.it[i].prompt, R.edits.it[i].n_prompt, R.edits.it[i].target, R.edits.it[i].n_target};
+        graft_edit_info info;
+        graft_blob ch = {0};
+        double t0 = now_s();
+        st = R.e->ops->apply(R.e, &req, &info, &ch);
+        double secs = now_s() - t0;
+        int gen_ok = 0;
+        if (st == GRAFT_OK) {
+            acc a;
+            st = measure(m, R.e, &R.edits.it[i], 1, NULL, NULL, &a);
+            gen_ok = a.gen == 1.0;
+        }
+        /* durable before it counts */
+        if (st == GRAFT_OK) st = journal_edit(&R, (int)i, &info, secs, gen_ok, &ch);
+        graft_blob_free(&ch);
+        if (st != GRAFT_OK) {
+            graft_fail_prefix(st, "%s: row %d", o->data_path, R.ds.req[i].row);
+            break;
+        }
+        R.es_tf_sum += info.reproduced;
+        R.es_gen_sum += gen_ok;
+        R.sec_sum += secs;
+        R.es_n++;
+        if (is_point(&R, i + 1)) st = evaluate(&R, i + 1);
+        if (o->progress) {
+            char extra[96];
+            const point *p = R.n_pts ? &R.pts[R.n_pts - 1] : NULL;
+            snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f", p ? p->err_gen : NAN, p ? p->trr_gen : NAN);
+            graft_progress_update(&pg, i + 1, extra);
+        }
+    }
+    if (o->progress) graft_progress_end(&pg);
+    if (st == GRAFT_OK) {
+        char *cb = graft_path_join(o->out_dir, "codebook.safetensors");
+        if (!cb) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        else if (R.e->ops->export_st) st = R.e->ops->export_st(R.e, cb);
+        free(cb);
+    }
+    runner_free(&R);
+    return st;
+}

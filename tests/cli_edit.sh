@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# cli_edit.sh - graft edit / edits / --adaptor as a user runs them, including
+# a stream killed with SIGKILL and resumed: nothing acknowledged is lost,
+# nothing applied twice, and the final codebook is byte-identical to an
+# uninterrupted run. Usage: cli_edit.sh PATH/TO/graft
+set -u
+GRAFT=${1:?usage: cli_edit.sh GRAFT_BINARY}
+DATA=${GRAFT_TEST_DATA:?}
+BIN=$DATA/stories260K.bin
+pass=0 fail=0
+tmp=$(mktemp -d /tmp/graft_edit.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+ok()  { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+
+# a stream of 40 requests in the model's world (names x objects)
+names=(Lily Tom Ben Sue Max Mia Sam Anna)
+things=(ball tree car cat dog cake hat box)
+for i in $(seq 0 39); do
+  n=${names[$((i % 8))]}; t=${things[$(((i * 3 + 1) % 8))]}; u=${things[$(((i * 5 + 2) % 8))]}
+  printf '{"prompt": "%s wanted a %s, so mom gave %s a", "target": "%s", "rephrases": ["Mom gave %s a"], "locality": [{"prompt": "%s went to the", "answer": "park"}]}\n' \
+    "$n" "$t" "$n" "$u" "$n" "$n"
+done > "$tmp/stream.jsonl"
+EDIT=("$GRAFT" edit -m "$BIN" --data "$tmp/stream.jsonl" --eval-every 10 --layer 1 --n-iter 30 --no-progress)
+
+# an uninterrupted run
+"${EDIT[@]}" --out "$tmp/a" >/dev/null 2>"$tmp/err" && ok || bad "edit run: $(tail -3 "$tmp/err")"
+[ "$(wc -l < "$tmp/a/results.jsonl")" -eq 5 ] && ok || bad "results.jsonl should have 5 points (0,10,20,30,40)"
+for f in summary.json retention.svg codebook.safetensors journal.sqlite; do [ -s "$tmp/a/$f" ] && ok || bad "missing $f"; done
+grep -q '"definitions"' "$tmp/a/summary.json" && grep -q 'teacher-forced' "$tmp/a/summary.json" && ok || bad "summary lacks definitions"
+last=$(tail -1 "$tmp/a/results.jsonl")
+echo "$last" | grep -q '"edits": 40' && ok || bad "last point: $last"
+grep -q '<svg' "$tmp/a/retention.svg" && ok || bad "plot is not SVG"
+
+# the same folder again without --resume is refused
+"${EDIT[@]}" --out "$tmp/a" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -ne 0 ] && grep -q -- "--resume" "$tmp/err" && ok || bad "rerun without --resume: exit $rc $(cat "$tmp/err")"
+
+# killed with SIGKILL mid-stream, then resumed
+"${EDIT[@]}" --out "$tmp/b" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 200); do
+  n=$(sqlite3 "$tmp/b/journal.sqlite" "select count(*) from edits" 2>/dev/null || echo 0)
+  [ "${n:-0}" -ge 12 ] && break
+  sleep 0.05
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+committed=$(sqlite3 "$tmp/b/journal.sqlite" "select count(*) from edits" 2>/dev/null || echo "?")
+"${EDIT[@]}" --out "$tmp/b" --resume >/dev/null 2>"$tmp/err" && ok || bad "resume: $(tail -3 "$tmp/err")"
+n=$(sqlite3 "$tmp/b/journal.sqlite" "select count(*) from edits")
+seqs=$(sqlite3 "$tmp/b/journal.sqlite" "select count(distinct seq) from edits")
+[ "$n" -eq 40 ] && [ "$seqs" -eq 40 ] && ok || bad "after resume: $n journal rows, $seqs distinct (killed at $committed)"
+cmp -s "$tmp/a/codebook.safetensors" "$tmp/b/codebook.safetensors" && ok || bad "resumed codebook differs from the uninterrupted run (killed at $committed)"
+[ "$(wc -l < "$tmp/b/results.jsonl")" -eq 5 ] && ok || bad "resumed results.jsonl: $(wc -l < "$tmp/b/results.jsonl") lines"
+strip() { sed -E 's/"(sec_per_edit|elapsed_s)": [^,}]*//g' "$1"; }
+[ "$(strip "$tmp/a/results.jsonl")" = "$(strip "$tmp/b/results.jsonl")" ] && ok || bad "resumed metrics differ"
+
+# adaptor: generate through the edits; list / show / undo
+p="Lily wanted a tree, so mom gave Lily a"
+t=$(sed -n 1p "$tmp/stream.jsonl" | sed -E 's/.*"target": "([a-z]+)".*/\1/')
+out=$("$GRAFT" generate -m "$BIN" --adaptor "$tmp/a" -p "$p" -n 3 2>"$tmp/err")
+case "$out" in " $t"*) ok ;; *) bad "adaptor generate: '$out' (want ' $t...') $(cat "$tmp/err")" ;; esac
+"$GRAFT" edits list --adaptor "$tmp/a" > "$tmp/list" 2>&1 && [ "$(grep -c ' edit ' "$tmp/list")" -eq 40 ] && ok || bad "edits list: $(head -3 "$tmp/list")"
+"$GRAFT" edits show 1 --adaptor "$tmp/a" | grep -q '"action": "add"' && ok || bad "edits show"
+"$GRAFT" edits undo 1 --adaptor "$tmp/a" -m "$BIN" >/dev/null 2>"$tmp/err" && ok || bad "undo: $(cat "$tmp/err")"
+"$GRAFT" edits list --adaptor "$tmp/a" | grep -q "undoes edit 1" && ok || bad "undo not listed"
+"$GRAFT" edits undo 1 --adaptor "$tmp/a" -m "$BIN" >/dev/null 2>"$tmp/err"; [ $? -ne 0 ] && grep -q "already undone" "$tmp/err" && ok || bad "double undo"
+base=$("$GRAFT" generate -m "$BIN" -p "$p" -n 3 2>/dev/null)
+undone=$("$GRAFT" generate -m "$BIN" --adaptor "$tmp/a" -p "$p" -n 3 2>/dev/null)
+[ "$undone" = "$base" ] && ok || bad "after undo: '$undone' vs unedited '$base'"
+"$GRAFT" score -m "$BIN" --adaptor "$tmp/a" --text "Lily went to the park." | grep -q '"nll"' && ok || bad "score --adaptor"
+
+# bad input
+printf '{"prompt": "a", "target": "b"}\n{"prompt": "c"}\n' > "$tmp/bad.jsonl"
+"$GRAFT" edit -m "$BIN" --data "$tmp/bad.jsonl" --out "$tmp/c" --no-progress >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -ne 0 ] && grep -q "bad.jsonl" "$tmp/err" && grep -q "row 2" "$tmp/err" && ok || bad "malformed row: exit $rc: $(cat "$tmp/err")"
+"$GRAFT" edit -m "$BIN" --out "$tmp/d" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "edit without --data: want exit 2"
+"$GRAFT" generate -m "$BIN" --adaptor "$tmp/nowhere" -p x >/dev/null 2>"$tmp/err"; [ $? -ne 0 ] && grep -q "journal" "$tmp/err" && ok || bad "missing adaptor"
+
+echo "cli_edit: $pass passed, $fail failed"
+[ $fail -eq 0 ]
