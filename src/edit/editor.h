@@ -62,8 +62,13 @@ typedef struct graft_editor_ops {
     /* Re-apply a change record (journal replay): the state becomes exactly
      * what it was right after the original apply. */
     graft_status (*replay)(graft_editor *e, const uint8_t *change, size_t len);
-    /* Revert a change record (undo). */
+    /* Revert a change record (undo). May be NULL when `reset` is given. */
     graft_status (*revert)(graft_editor *e, const uint8_t *change, size_t len);
+    /* Weight editors: restore the base weights of every tensor the editor has
+     * touched, forgetting all edits (NULL for activation editors). Undo then
+     * is reset + replay of every edit still live, in order: float deltas do
+     * not subtract back bit for bit, a deterministic replay does. */
+    graft_status (*reset)(graft_editor *e);
     /* Install / remove the editor's hooks on a run (activation editors). */
     graft_status (*attach)(graft_editor *e, graft_run *r);
     void (*detach)(graft_editor *e, graft_run *r);

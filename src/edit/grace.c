@@ -579,8 +579,18 @@ static void grace_free(graft_editor *e) {
     free(g);
 }
 
-static const graft_editor_ops grace_ops = {"grace",       grace_apply,    grace_replay,   grace_revert, grace_attach,
-                                           grace_detach, grace_set_keys, grace_export,   grace_free};
+static const graft_editor_ops grace_ops = {
+    .name = "grace",
+    .apply = grace_apply,
+    .replay = grace_replay,
+    .revert = grace_revert,
+    .reset = NULL, /* rows are index-addressed: undo reverts in place instead */
+    .attach = grace_attach,
+    .detach = grace_detach,
+    .set_keys = grace_set_keys,
+    .export_st = grace_export,
+    .free = grace_free,
+};
 
 graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft_editor **out) {
     *out = NULL;

@@ -245,17 +245,20 @@ typedef struct {
     graft_journal *j;
     graft_editor *e;
     int64_t live, last_seq;
+    int skip_undone; /* reset-style editors: undone edits are simply not replayed */
 } replay_ctx;
 
 static graft_status replay_one(void *user, const graft_journal_entry *en) {
     replay_ctx *c = user;
     if (en->seq > c->last_seq) c->last_seq = en->seq;
     if (!strcmp(en->kind, "edit")) {
+        if (c->skip_undone && en->undone) return GRAFT_OK;
         graft_status st = c->e->ops->replay(c->e, en->change, en->change_len);
         if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: edit %lld", c->j->path, (long long)en->id);
         c->live++;
         return GRAFT_OK;
     }
+    if (c->skip_undone) return GRAFT_OK;
     graft_journal_entry target;
     GRAFT_TRY(graft_journal_get(c->j, en->undoes, &target));
     graft_status st = c->e->ops->revert(c->e, target.change, target.change_len);
@@ -266,7 +269,7 @@ static graft_status replay_one(void *user, const graft_journal_entry *en) {
 }
 
 graft_status graft_journal_replay(graft_journal *j, graft_editor *e, int64_t *n_edits, int64_t *last_seq) {
-    replay_ctx c = {j, e, 0, -1};
+    replay_ctx c = {j, e, 0, -1, e->ops->reset != NULL};
     GRAFT_TRY(graft_journal_each(j, replay_one, &c));
     if (n_edits) *n_edits = c.live;
     if (last_seq) *last_seq = c.last_seq;
@@ -281,7 +284,9 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
         st = graft_fail(GRAFT_ERR_INVALID, "%s: entry %lld is an undo, not an edit", j->path, (long long)id);
     else if (target.undone)
         st = graft_fail(GRAFT_ERR_INVALID, "%s: edit %lld was already undone", j->path, (long long)id);
-    if (st == GRAFT_OK) st = e->ops->revert(e, target.change, target.change_len);
+    /* activation editors revert in place; weight editors are rebuilt after the
+     * undo row is logged (reset, then replay of the edits still live) */
+    if (st == GRAFT_OK && !e->ops->reset) st = e->ops->revert(e, target.change, target.change_len);
     if (st == GRAFT_OK) {
         char req[64];
         snprintf(req, sizeof req, "{\"undo\": %lld}", (long long)id);
@@ -295,6 +300,11 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
         u.change = (const uint8_t *)"";
         u.change_len = 0;
         st = graft_journal_append(j, &u);
+    }
+    if (st == GRAFT_OK && e->ops->reset) {
+        st = e->ops->reset(e);
+        e->n_edits = 0;
+        if (st == GRAFT_OK) st = graft_journal_replay(j, e, NULL, NULL);
     }
     graft_journal_entry_free(&target);
     return st;
