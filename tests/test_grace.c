@@ -105,7 +105,7 @@ static void test_stories(void) {
 
     graft_edit_info info;
     graft_blob c1 = {0}, c2 = {0};
-    graft_edit_tok r1 = {p1, np1, t1, nt1}, r2 = {p2, np2, t2, nt2};
+    graft_edit_tok r1 = {p1, np1, t1, nt1, -1}, r2 = {p2, np2, t2, nt2, -1};
     CHECK_OK(e->ops->apply(e, &r1, &info, &c1));
     CHECK_MSG(info.reproduced && !strcmp(info.action, "add"), "edit 1: reproduced %d, action %s, %d iterations, loss %.4f -> %.4f (target %d tokens)",
               info.reproduced, info.action, info.iterations, info.loss_first, info.loss_last, nt1);
@@ -205,7 +205,7 @@ static void test_rules(void) {
     CHECK_OK(graft_grace_create(m, &o, &e));
     graft_edit_info info;
     graft_blob ch = {0};
-    graft_edit_tok ra = {pa, 4, ta, 2}, rb = {pb, 4, tb, 2};
+    graft_edit_tok ra = {pa, 4, ta, 2, -1}, rb = {pb, 4, tb, 2, -1};
     CHECK_OK(e->ops->apply(e, &ra, &info, &ch));
     graft_blob_free(&ch);
     CHECK_OK(e->ops->apply(e, &rb, &info, &ch));
@@ -224,7 +224,7 @@ static void test_rules(void) {
     /* expand (coverage): same label, eps_a < d <= eps_init + eps_a */
     o.eps_init = 0.75f * d;
     CHECK_OK(graft_grace_create(m, &o, &e));
-    graft_edit_tok rb_same = {pb, 4, ta, 2};
+    graft_edit_tok rb_same = {pb, 4, ta, 2, -1};
     CHECK_OK(e->ops->apply(e, &ra, &info, &ch));
     graft_blob_free(&ch);
     CHECK_OK(e->ops->apply(e, &rb_same, &info, &ch));

@@ -15,7 +15,7 @@ static void request(int k, int *p, int *t, graft_edit_tok *r) {
     for (int i = 0; i < 5; i++) p[i] = (k * 7 + i * 3 + 1) % 60;
     t[0] = (k * 11 + 5) % 60;
     t[1] = (k * 13 + 2) % 60;
-    *r = (graft_edit_tok){p, 5, t, 2};
+    *r = (graft_edit_tok){p, 5, t, 2, -1};
 }
 
 static graft_editor *new_editor(void) {

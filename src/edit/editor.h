@@ -26,6 +26,9 @@ typedef struct graft_edit_tok {
     int n_prompt;
     const int *target;
     int n_target;
+    int subject_last; /* index in prompt of the subject's last token (ROME/MEMIT
+                         locate edits there); -1 when unknown: editors then
+                         use the last prompt token */
 } graft_edit_tok;
 
 /* What an edit did, for logs and the journal's summary columns. */

@@ -42,6 +42,22 @@ graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const c
     return GRAFT_OK;
 }
 
+int graft_subject_last(graft_tokenizer *tok, const char *prompt, const char *subject) {
+    if (!subject || !*subject) return -1;
+    const char *at = strstr(prompt, subject);
+    if (!at) return -1;
+    /* the tokens of the prompt up to the end of the subject; its last one is
+     * the subject's last token (BPE merges never cross the word boundary that
+     * follows a subject in these prompts) */
+    size_t end = (size_t)(at - prompt) + strlen(subject);
+    int *ids = NULL;
+    size_t n = 0;
+    if (graft_tokenize(tok, prompt, end, &ids, &n) != GRAFT_OK) return -1;
+    free(ids);
+    int bos = !strcmp(graft_tokenizer_kind(tok), "llama2c-spm") && graft_tokenizer_bos(tok) >= 0;
+    return n ? (int)n - 1 + bos : -1;
+}
+
 void graft_eval_item_free(graft_eval_item *it) {
     free(it->prompt);
     free(it->target);

@@ -24,6 +24,9 @@ typedef struct graft_eval_item {
  */
 graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const char *target, graft_eval_item *it);
 void graft_eval_item_free(graft_eval_item *it);
+/* Index of the last token of `subject` inside the encoded prompt (as
+ * graft_encode_pair encodes it), or -1 when the subject is not in the prompt. */
+int graft_subject_last(graft_tokenizer *tok, const char *prompt, const char *subject);
 
 /* Teacher forcing: pred receives, item after item, the argmax at each target
  * position (sum of n_target ints). The key of each item is its last prompt

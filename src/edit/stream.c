@@ -553,7 +553,9 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     graft_progress pg;
     if (o->progress) graft_progress_start(&pg, "edits", R.n, done);
     for (long i = done; st == GRAFT_OK && i < R.n; i++) {
-        graft_edit_tok req = {R.edits.it[i].prompt, R.edits.it[i].n_prompt, R.edits.it[i].target, R.edits.it[i].n_target};
+        graft_edit_tok req = {R.edits.it[i].prompt, R.edits.it[i].n_prompt, R.edits.it[i].target, R.edits.it[i].n_target,
+                              graft_subject_last(R.tok, R.ds.req[i].prompt, R.ds.req[i].subject)};
+        if (req.subject_last >= req.n_prompt) req.subject_last = -1;
         graft_edit_info info;
         graft_blob ch = {0};
         double t0 = now_s();
