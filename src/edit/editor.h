@@ -107,6 +107,9 @@ typedef struct graft_grace_opts {
     grace_expand expand;   /* coverage (default) or moving_average */
     int label_mean_compat; /* compare labels by the mean of their ids, like the official code (0) */
     uint64_t seed;         /* for cold init */
+    int full_passes;       /* benchmark reference: every training step re-runs
+                              the whole forward, as the reference implementations
+                              do (results are identical) */
 } graft_grace_opts;
 
 void graft_grace_opts_default(graft_grace_opts *o);
@@ -115,6 +118,9 @@ void graft_grace_opts_default(graft_grace_opts *o);
  * down_proj (key = MLP_ACT, value replaces MLP_OUT), as EasyEdit does. */
 void graft_grace_sites(const graft_config *cfg, graft_site *key_site, graft_site *value_site);
 graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft_editor **out);
+
+/* Benchmarks: append n synthetic rows with N(0, scale) keys, radius eps. */
+graft_status graft_grace_add_random_rows(graft_editor *e, int n, float scale, float eps, uint64_t seed);
 
 /* Introspection for tests and reports. */
 typedef struct graft_grace_stats {

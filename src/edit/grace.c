@@ -102,12 +102,28 @@ static float sqdist(const float *a, const float *b, int n) {
 static int nearest(const grace *g, const float *q, float *dist) {
     int best = -1;
     float bd = INFINITY;
-    for (int i = 0; i < g->n; i++) {
-        if (g->rows[i].deleted) continue;
-        float d = sqdist(q, g->keys + (size_t)i * g->kd, g->kd);
-        if (d <= bd) {
-            bd = d;
-            best = i;
+    /* Large codebooks are scanned by all threads, each over a contiguous
+     * slice; merging the slices in order keeps "ties go to the newer row"
+     * whatever the thread count. Hooks run outside any parallel region. */
+    if (g->n >= 4096) {
+#pragma omp parallel
+        {
+            int lb = -1;
+            float ld = INFINITY;
+#pragma omp for schedule(static) nowait
+            for (int i = 0; i < g->n; i++) {
+                if (g->rows[i].deleted) continue;
+                float d = sqdist(q, g->keys + (size_t)i * g->kd, g->kd);
+                if (d <= ld) ld = d, lb = i;
+            }
+#pragma omp critical
+            if (lb >= 0 && (ld < bd || (ld == bd && lb > best))) bd = ld, best = lb;
+        }
+    } else {
+        for (int i = 0; i < g->n; i++) {
+            if (g->rows[i].deleted) continue;
+            float d = sqdist(q, g->keys + (size_t)i * g->kd, g->kd);
+            if (d <= bd) bd = d, best = i;
         }
     }
     *dist = best >= 0 ? sqrtf(bd) : INFINITY;
@@ -507,11 +523,13 @@ static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graf
     g->train_row = c;
     float *val = g->vals + (size_t)c * g->vd;
     for (int it = 0;; it++) {
-        if ((st = graft_run_forward_from(r, g->o.layer, g->val_site))) break;
+        if ((st = g->o.full_passes ? graft_run_forward(r) : graft_run_forward_from(r, g->o.layer, g->val_site))) break;
         if ((st = graft_run_loss(r, req->target, NULL, &info->loss_last, NULL))) break;
         info->reproduced = reproduced(r, req->target, req->n_target);
         if (it == g->o.n_iter || (g->o.early_stop && info->reproduced)) break;
         memset(g->vgrad, 0, (size_t)g->vd * sizeof(float));
+        /* the backward stops at the value either way: autograd in the reference
+         * implementations also ends at the trained tensor */
         if ((st = graft_run_backward(r, req->target, NULL, NULL, g->o.layer, g->val_site))) break;
         adam_step(val, g->vgrad, g->adam_m, g->adam_v, g->vd, it + 1, g->o.edit_lr);
         info->iterations = it + 1;
@@ -633,6 +651,23 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
 }
 
 void graft_grace_get_opts(graft_editor *e, graft_grace_opts *o) { *o = ((grace *)e)->o; }
+
+graft_status graft_grace_add_random_rows(graft_editor *e, int n, float scale, float eps, uint64_t seed) {
+    grace *g = (grace *)e;
+    float *key = malloc((size_t)g->kd * sizeof(float)), *val = calloc((size_t)g->vd, sizeof(float));
+    int label = 0;
+    graft_status st = (key && val) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
+    for (int i = 0; st == GRAFT_OK && i < n; i++) {
+        for (int k = 0; k < g->kd; k++) { /* Box-Muller */
+            double u1 = uniform01(&seed), u2 = uniform01(&seed);
+            key[k] = scale * (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
+        }
+        label = i;
+        st = add_row(g, key, val, eps, &label, 1);
+    }
+    free(key), free(val);
+    return st;
+}
 
 void graft_grace_get_stats(graft_editor *e, graft_grace_stats *s) {
     grace *g = (grace *)e;
