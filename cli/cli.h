@@ -13,6 +13,7 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
 int cmd_edits(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 

@@ -15,6 +15,7 @@ static const struct {
     {"inspect", cmd_inspect, "architecture, sizes, dtype and memory of a model"},
     {"bench", cmd_bench, "speed and memory benchmarks"},
     {"edit", cmd_edit, "stream edit requests into a model and measure ES/ERR/TRR/generalisation"},
+    {"report", cmd_report, "print the evaluation points of an edit run as a table"},
     {"edits", cmd_edits, "list, show, undo or export the edits of a run/adaptor folder"},
     {"train", cmd_train, "train or fine-tune a model; writes a Hugging Face folder"},
     {"corpus", cmd_corpus, "build the fact corpus from CounterFact and zsRE"},
