@@ -15,8 +15,8 @@
  * NR panels of one NB-wide block of packed B (KC x NB = 256 KB) from L2.
  *
  * Threads: one parallel region; the packing loops and the tile loop are
- * work-shared. Tiles are numbered B-block-major, so a static schedule gives
- * each thread its own contiguous B blocks (its own L2 working set).
+ * work-shared. Tiles are numbered B-block-major and handed out one B block
+ * at a time, so each thread sweeps whole B blocks (its own L2 working set).
  *
  * Decode-sized products (M == 1 or N == 1) go to a GEMV that reads the matrix
  * once; small M with an untransposed B reads B in place instead of packing it,
@@ -512,7 +512,11 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
 
                     const int nblk = (nc + NB - 1) / NB;
                     const int items = nblk * npan_m;
-#pragma omp for schedule(static)
+                    /* One chunk = all row panels of one B block, so each
+                     * block is swept by one thread (its L2 working set);
+                     * dynamic, so a thread that the OS preempts (two cores
+                     * shared with other work) does not stall the other. */
+#pragma omp for schedule(dynamic, npan_m)
                     for (int it = 0; it < items; it++) {
                         const int jb = it / npan_m, p = it % npan_m;
                         const int mr = imin(MR, mc - p * MR);
