@@ -908,12 +908,33 @@ static void test_crossentropy(int T, int V, float spread, size_t max_checks) {
     free(xd); free(ref); free(target);
 }
 
+/* ------------------------------------------------------------------ add / acc */
+
+static void test_elementwise(size_t n) {
+    float *a = falloc(n), *b = falloc(n), *o = falloc(n), *a2 = falloc(n);
+    fill(a, NULL, n, -3, 3);
+    fill(b, NULL, n, -3, 3);
+    memcpy(a2, a, n * sizeof(float));
+    graft_add(o, a, b, n);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad += o[i] != a[i] + b[i]; /* one rounding: exact */
+    graft_add(a2, a2, b, n); /* out may alias an input (residual stream) */
+    for (size_t i = 0; i < n; i++) bad += a2[i] != o[i];
+    memcpy(a2, a, n * sizeof(float));
+    graft_acc(a2, b, n);
+    for (size_t i = 0; i < n; i++) bad += a2[i] != o[i];
+    CHECK_MSG(bad == 0, "graft_add/graft_acc n=%zu: %d entries wrong", n, bad);
+    graft_free_aligned(a); graft_free_aligned(b); graft_free_aligned(o); graft_free_aligned(a2);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void) {
     graft_set_threads(0);
     printf("%d threads\n", graft_get_threads());
     test_vexpf();
+    test_elementwise(1000);
+    test_elementwise(100003); /* above the parallel threshold */
 
     for (int layout = 0; layout <= 1; layout++) {
         test_linear_grad(layout, 1);

@@ -66,7 +66,7 @@ static size_t seq_att_offset(const graft_seqs *seqs, int s, int n_head) {
     return off;
 }
 
-static double attention_work(const graft_seqs *seqs, int H, int D) {
+static inline double attention_work(const graft_seqs *seqs, int H, int D) {
     double work = 0.0;
     for (int s = 0; s < seqs->n; s++) {
         const double len = seqs->start[s + 1] - seqs->start[s];
@@ -268,6 +268,7 @@ void graft_attention_cached(float *out, const float *q, int ldq, const float *kc
     const int nblk = (n_new + QB - 1) / QB;
     const int ntask = nblk * H;
     const double work = (double)n_new * (past + n_new) * H * D;
+    (void)work; /* only read by OpenMP pragmas */
 #pragma omp parallel for schedule(dynamic, 1) if (work > PAR_MIN_WORK)
     for (int task = 0; task < ntask; task++) {
         const int b = task / H, h = task % H, g = h / group;

@@ -122,6 +122,7 @@ static void dot4(float out[4], int K, const float *restrict x, const float *r0, 
 static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
                  float beta, float *y, int incy, int threads) {
     const int par = threads && (double)N * K > 1e5;
+    (void)par; /* only read by OpenMP pragmas */
     if (kmajor) {
         /* Each task owns GEMV_CHUNK columns and walks all rows of the matrix
          * (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
@@ -484,6 +485,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
     }
 
     const int par = threads && (double)M * N * K > PARALLEL_MIN_FMA;
+    (void)par; /* only read by OpenMP pragmas */
 #pragma omp parallel if (par)
     {
         for (int jc = 0; jc < N; jc += NC) {

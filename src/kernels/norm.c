@@ -55,6 +55,7 @@ void graft_layernorm_forward(float *out, float *mean, float *rstd, const float *
 void graft_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                               const float *w, const float *mean, const float *rstd, int T, int C) {
     const int par = (double)T * C > PAR_MIN_ELEMS;
+    (void)par; /* only read by OpenMP pragmas */
     if (dx) {
 #pragma omp parallel for schedule(static) if (par)
         for (int t = 0; t < T; t++) {
@@ -123,6 +124,7 @@ void graft_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
 void graft_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
                             const float *rstd, int T, int C) {
     const int par = (double)T * C > PAR_MIN_ELEMS;
+    (void)par; /* only read by OpenMP pragmas */
     if (dx) {
 #pragma omp parallel for schedule(static) if (par)
         for (int t = 0; t < T; t++) {
