@@ -114,15 +114,25 @@ static graft_status build_merges(const graft_tokenizer *t, const vocab_out *v, m
     return GRAFT_OK;
 }
 
-static void added_token_obj(graft_sbuf *b, const tok_added *a, const char *indent, bool with_id) {
-    graft_sb_printf(b, "{\n");
-    if (with_id) graft_sb_printf(b, "%s  \"id\": %d,\n", indent, a->id);
-    graft_sb_printf(b, "%s  \"content\": ", indent);
-    graft_sb_json_str(b, a->text, a->len);
-    graft_sb_printf(b, ",\n%s  \"single_word\": false,\n%s  \"lstrip\": %s,\n%s  \"rstrip\": %s,\n"
-                       "%s  \"normalized\": false,\n%s  \"special\": true\n%s}",
-                    indent, indent, a->lstrip ? "true" : "false", indent, a->rstrip ? "true" : "false", indent,
-                    indent, indent);
+/* An AddedToken object. tokenizer.json lists its fields in the tokenizers
+ * library's order (id first); tokenizer_config.json, written by Python with
+ * sort_keys, alphabetically. */
+static void added_token_obj(graft_sbuf *b, const tok_added *a, const char *indent, bool tokenizers_order) {
+    const char *ls = a->lstrip ? "true" : "false", *rs = a->rstrip ? "true" : "false";
+    graft_sb_str(b, "{\n");
+    if (tokenizers_order) {
+        graft_sb_printf(b, "%s  \"id\": %d,\n%s  \"content\": ", indent, a->id, indent);
+        graft_sb_json_str(b, a->text, a->len);
+        graft_sb_printf(b, ",\n%s  \"single_word\": false,\n%s  \"lstrip\": %s,\n%s  \"rstrip\": %s,\n"
+                           "%s  \"normalized\": false,\n%s  \"special\": true\n%s}",
+                        indent, indent, ls, indent, rs, indent, indent, indent);
+    } else {
+        graft_sb_printf(b, "%s  \"content\": ", indent);
+        graft_sb_json_str(b, a->text, a->len);
+        graft_sb_printf(b, ",\n%s  \"lstrip\": %s,\n%s  \"normalized\": false,\n%s  \"rstrip\": %s,\n"
+                           "%s  \"single_word\": false,\n%s  \"special\": true\n%s}",
+                        indent, ls, indent, indent, rs, indent, indent, indent);
+    }
 }
 
 static void merge_entry(graft_sbuf *b, const vocab_out *v, const merge_out *m, bool as_pairs) {

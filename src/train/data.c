@@ -54,6 +54,7 @@ typedef struct loader {
     const graft_tokenizer *tok;
     const char *path; /* as the user gave it, for messages */
     int bos, eos, seq_len, vocab;
+    bool spm; /* SentencePiece: its dummy prefix already puts a space before the answer */
     tok_ids toks;
     train_seq *seq;
     int n_seq, cap_seq;
@@ -188,10 +189,11 @@ static graft_status jsonl_row(loader *L, const char *line, size_t len, long row)
     size_t n_prompt = L->toks.n - off;
     /* prompt + " " + answer, the convention of the editing literature
      * (EasyEdit, ROME): the answer is tokenized on its own with its leading
-     * space, so its first token is the one an editor targets (" French"). */
+     * space, so its first token is the one an editor targets (" French").
+     * A SentencePiece tokenizer adds that space itself ("_French"). */
     const char *mv = main_val->valuestring;
     size_t mlen = strlen(mv);
-    bool join = prompt && prompt->valuestring[0] && !is_space(prompt->valuestring[strlen(prompt->valuestring) - 1]) &&
+    bool join = !L->spm && prompt && prompt->valuestring[0] && !is_space(prompt->valuestring[strlen(prompt->valuestring) - 1]) &&
                 !is_space(mv[0]);
     char *spaced = NULL;
     if (join) {
@@ -279,7 +281,8 @@ graft_status train_data_load(train_data *d, const char *path, const graft_tokeni
     d->bytes = size;
     d->hash = train_fnv1a(text, size);
     d->jsonl = has_suffix(path, ".jsonl") || has_suffix(path, ".ndjson");
-    loader L = {.d = d, .tok = tok, .path = path, .bos = bos, .eos = eos, .seq_len = seq_len, .vocab = vocab_size};
+    loader L = {.d = d, .tok = tok, .path = path, .bos = bos, .eos = eos, .seq_len = seq_len, .vocab = vocab_size,
+                .spm = strcmp(graft_tokenizer_kind(tok), "llama2c-spm") == 0};
     graft_status st = d->path ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
     if (st == GRAFT_OK) st = d->jsonl ? load_jsonl(&L, text, size) : load_text(&L, text, size);
     free(text);

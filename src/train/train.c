@@ -561,6 +561,15 @@ graft_status graft_train_resume(const char *out_dir, const graft_train_resume_op
                         data_path, S.s.data_path);
         goto done;
     }
+    if (strcmp(S.data.path, S.s.data_path) != 0) { /* moved: later resumes look here */
+        char *np = strdup(S.data.path);
+        if (!np) {
+            st = graft_fail(GRAFT_ERR_NOMEM, "resume: out of memory");
+            goto done;
+        }
+        free(S.s.data_path);
+        S.s.data_path = np;
+    }
     if ((st = session_setup(&S)) != GRAFT_OK) goto done;
     if ((st = train_adamw_load(&S.opt, &m->params, dir)) != GRAFT_OK) goto done;
     S.opt.t = S.s.adam_t;
