@@ -6,7 +6,9 @@
  *  - Outputs first, then saved buffers, then inputs, then dims.
  *  - Backward kernels ACCUMULATE (+=) into every gradient output, so residual
  *    branches simply add and the caller zeroes gradients once. Any gradient
- *    output may be NULL when it is not wanted.
+ *    output may be NULL when it is not wanted. Two exceptions, both noted at
+ *    their declarations: graft_rope_backward transforms dx in place, and
+ *    graft_crossentropy_backward overwrites its output.
  *  - Tokens of several sequences are packed into one [T, ...] matrix; a
  *    graft_seqs gives the sequence boundaries (attention is causal within
  *    each sequence and never crosses one).
@@ -32,6 +34,12 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
 /* The built-in blocked GEMM (used when no BLAS is compiled in; tests compare both). */
 void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* The built-in GEMM on the calling thread only: for use inside an OpenMP
+ * parallel region (attention's per-head products), where BLAS must not run. */
+void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
+/* exp(x) in float, about 1 ulp, written so that loops over it vectorize. */
+float graft_vexpf(float x);
 /* Naive triple loop in double precision: the test oracle. */
 void graft_gemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
@@ -76,7 +84,8 @@ void graft_acc(float *dst, const float *src, size_t n);                /* dst +=
 
 /* ------------------------------------------------------------------ embedding */
 
-/* out[t] = wte[ids[t]] (+ wpe[pos[t]] when wpe != NULL). */
+/* out[t] = wte[ids[t]] (+ wpe[pos[t]] when wpe != NULL); pos NULL means
+ * positions 0..T-1. Ids are trusted (graft_run_set_batch validates them). */
 void graft_embed_forward(float *out, const int *ids, const int *pos, const float *wte,
                          const float *wpe, int T, int C);
 void graft_embed_backward(float *dwte, float *dwpe, const float *dout, const int *ids,
@@ -90,7 +99,8 @@ void graft_embed_backward(float *dwte, float *dwpe, const float *dout, const int
  * (x[j], x[j+D/2]) (HF rotate_half). */
 void graft_rope_forward(float *x, int ld, const int *pos, int T, int n_heads, int head_dim,
                         float theta, int interleaved);
-/* The gradient through the rotation: rotates dx back by -angle, in place. */
+/* The gradient through the rotation: rotates dx back by -angle, IN PLACE
+ * (not an accumulation). */
 void graft_rope_backward(float *dx, int ld, const int *pos, int T, int n_heads, int head_dim,
                          float theta, int interleaved);
 
@@ -106,7 +116,7 @@ typedef struct graft_seqs {
 size_t graft_attention_att_size(const graft_seqs *seqs, int n_head);
 
 /*
- * Causal multi-head attention with grouped KV heads (query head h reads KV
+ * Causal multi-head attention with grouped KV heads (n_head % n_kv_head == 0) (query head h reads KV
  * head h / (H/KV)), scale 1/sqrt(D). q rows have stride ldq (H*D used), k and
  * v rows stride ldkv (KV*D used). out [T, H*D] (stride H*D) is overwritten.
  * att (size graft_attention_att_size) receives the probabilities for
@@ -115,7 +125,10 @@ size_t graft_attention_att_size(const graft_seqs *seqs, int n_head);
 void graft_attention_forward(float *out, float *att, const float *q, int ldq, const float *k,
                              const float *v, int ldkv, const graft_seqs *seqs, int n_head,
                              int n_kv_head, int head_dim);
-/* dq/dk/dv (same strides as q/k/v) += gradients given dout [T, H*D]. */
+/* dq/dk/dv (same strides as q/k/v) += gradients given dout [T, H*D]. Needs
+ * the att probabilities of the forward; their layout, for sequence s of
+ * length L_s, head h, query row t and key u <= t:
+ *   att[H * sum_{s' < s} L_{s'}^2 + h * L_s^2 + t * L_s + u]. */
 void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
                               const float *att, const float *q, const float *k, const float *v,
                               const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim);
@@ -135,7 +148,8 @@ void graft_attention_cached(float *out, const float *q, int ldq, const float *kc
 void graft_crossentropy_forward(float *loss, const float *logits, const int *target, int T, int V);
 /* dlogits[t] = (softmax(logits[t]) - onehot(target[t])) * dloss[t]; OVERWRITES
  * dlogits (it may alias logits, to save a [T, V] buffer). Rows with target < 0
- * get zeros. */
+ * get zeros; dloss NULL means 1 for every row; a target >= V gives NaN rows
+ * (never an out-of-bounds read). */
 void graft_crossentropy_backward(float *dlogits, const float *logits, const int *target,
                                  const float *dloss, int T, int V);
 

@@ -39,10 +39,7 @@
 #include <string.h>
 
 #pragma omp declare simd notinbranch
-float graft_vexpf(float x);
 /* The built-in GEMM on the calling thread (gemm_builtin.c). */
-void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 #define QB 64          /* query rows per block */
 #define KB 256         /* keys per tile (and the width of the scratch tile) */

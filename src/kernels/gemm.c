@@ -17,8 +17,6 @@
 #ifdef GRAFT_USE_OPENBLAS
 #ifdef _OPENMP
 /* The built-in GEMM on the calling thread only (gemm_builtin.c). */
-void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
 #endif
 
 /* beta == 0 must not read C (it may hold NaN garbage). Reference BLAS

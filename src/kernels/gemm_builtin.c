@@ -554,10 +554,7 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
     gemm_driver(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
 }
 
-/* Not in kernels.h: the attention kernel declares it itself. Same contract
- * as graft_gemm_builtin, but never starts threads. */
-void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Same contract as graft_gemm_builtin, but never starts threads. */
 void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     gemm_driver(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #pragma omp declare simd notinbranch
-float graft_vexpf(float x);
 
 #define PAR_MIN_ELEMS 32768 /* below this a parallel region costs more than it saves */
 

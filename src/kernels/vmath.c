@@ -15,11 +15,12 @@
  * between -87.5 and -87.3 are subnormal, x in (88.3, 88.72] saturates at
  * e^88.3, +inf above 88.72 (where expf overflows too), NaN stays NaN.
  */
+#include "kernels.h"
+
 #include <stdint.h>
 #include <string.h>
 
 #pragma omp declare simd notinbranch
-float graft_vexpf(float x);
 
 #pragma omp declare simd notinbranch
 float graft_vexpf(float x) {
