@@ -120,22 +120,14 @@ graft_status train_write_svg(const char *path, const train_hist *train, const tr
 
 /* ================================================================ progress */
 
+/* The bar itself is graft's shared progress line (src/core/progress.c);
+ * the trainer adds its loss and token rate, and validation results on lines
+ * of their own. */
+
 void train_progress_init(train_progress *p, bool on) {
     memset(p, 0, sizeof *p);
     p->on = on;
     p->tty = on && isatty(2);
-    p->last_draw = -1e9;
-}
-
-static void fmt_duration(char *buf, size_t cap, double s) {
-    if (!isfinite(s) || s < 0) {
-        snprintf(buf, cap, "--");
-        return;
-    }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60) snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, cap, "%lds", t);
 }
 
 static void fmt_rate(char *buf, size_t cap, double r) {
@@ -144,51 +136,32 @@ static void fmt_rate(char *buf, size_t cap, double r) {
     else snprintf(buf, cap, "%.0f", r);
 }
 
-void train_progress_step(train_progress *p, long step, long total, double loss, double tok_s, double eta_s,
-                         bool force) {
+void train_progress_start(train_progress *p, long step, long total) {
     if (!p->on) return;
-    double now = train_now();
-    char eta[32], rate[32];
-    fmt_duration(eta, sizeof eta, eta_s);
+    graft_progress_start(&p->bar, "train", total, step);
+    p->started = true;
+}
+
+void train_progress_step(train_progress *p, long step, double loss, double tok_s) {
+    if (!p->started) return;
+    char rate[32], extra[96];
     fmt_rate(rate, sizeof rate, tok_s);
-    if (p->tty) {
-        if (!force && now - p->last_draw < 0.25) return;
-        const int bar = 24;
-        int fill = total > 0 ? (int)((double)step / (double)total * bar) : 0;
-        char bars[32];
-        for (int i = 0; i < bar; i++) bars[i] = i < fill ? '#' : '.';
-        bars[bar] = '\0';
-        int w = fprintf(stderr, "\rstep %ld/%ld [%s] loss %.4f  %s tok/s  ETA %s", step, total, bars, loss, rate, eta);
-        /* blank out what a longer previous line left behind */
-        for (int i = w; i < p->width; i++) fputc(' ', stderr);
-        if (w > 0) p->width = w;
-        fflush(stderr);
-    } else {
-        /* A log file gets a line about every 5% of the run. */
-        long every = total / 20 > 0 ? total / 20 : 1;
-        if (!force && step % every != 0) return;
-        fprintf(stderr, "step %ld/%ld  loss %.4f  %s tok/s  ETA %s\n", step, total, loss, rate, eta);
-    }
-    p->last_draw = now;
+    snprintf(extra, sizeof extra, "loss %.4f  %s tok/s", loss, rate);
+    graft_progress_update(&p->bar, step, extra);
 }
 
 void train_progress_note(train_progress *p, const char *fmt, ...) {
     if (!p->on) return;
-    if (p->tty && p->width > 0) {
-        fputc('\r', stderr);
-        for (int i = 0; i < p->width; i++) fputc(' ', stderr);
-        fputc('\r', stderr);
-        p->width = 0;
-        p->last_draw = -1e9; /* redraw the bar at the next step */
-    }
+    if (p->tty) fputs("\r\033[K", stderr); /* the bar is redrawn at the next step */
     va_list ap;
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    fflush(stderr);
 }
 
 void train_progress_end(train_progress *p) {
-    if (p->on && p->tty && p->width > 0) fputc('\n', stderr);
-    p->width = 0;
+    if (p->started) graft_progress_end(&p->bar);
+    p->started = false;
 }

@@ -345,11 +345,12 @@ static graft_status loop(session *S, graft_train_result *res) {
     const graft_train_opts *o = &s->o;
     const train_data *d = &S->data;
     double t_start = train_now(), t_steps = 0, elapsed0 = s->elapsed_s;
-    long tokens = 0, steps_here = 0;
+    long tokens = 0;
     uint64_t rng = s->epoch_rng;
     train_shuffle(d, S->perm, &rng);
     S->last_ckpt = s->step;
     res->total_steps = s->total_steps;
+    train_progress_start(&S->prog, s->step, s->total_steps);
 
     while (s->step < s->total_steps) {
         if ((o->interrupt && *o->interrupt) || (o->stop_after > 0 && s->step >= o->stop_after)) break;
@@ -379,7 +380,6 @@ static graft_status loop(session *S, graft_train_result *res) {
         double dt = train_now() - t0;
         t_steps += dt;
         tokens += bt;
-        steps_here++;
         if (!train_hist_push(&S->th, step, loss)) return graft_fail(GRAFT_ERR_NOMEM, "training: out of memory");
         double val = NAN;
         if (step % o->eval_every == 0 || step == s->total_steps) {
@@ -393,9 +393,7 @@ static graft_status loop(session *S, graft_train_result *res) {
         GRAFT_TRY(log_line(S, step, epoch, lr, loss, gn, bt, dt > 0 ? (double)bt / dt : 0, val));
         s->elapsed_s = elapsed0 + (train_now() - t_start);
         if (step % o->ckpt_every == 0 && step < s->total_steps) GRAFT_TRY(checkpoint(S));
-        double per_step = (train_now() - t_start) / (double)steps_here;
-        train_progress_step(&S->prog, step, s->total_steps, loss, t_steps > 0 ? (double)tokens / t_steps : 0,
-                            per_step * (double)(s->total_steps - step), step == s->total_steps);
+        train_progress_step(&S->prog, step, loss, t_steps > 0 ? (double)tokens / t_steps : 0);
     }
     train_progress_end(&S->prog);
     s->elapsed_s = elapsed0 + (train_now() - t_start);

@@ -113,16 +113,15 @@ graft_status train_write_svg(const char *path, const train_hist *train, const tr
 graft_status train_log_rewind(const char *path, long step, train_hist *train, train_hist *val);
 
 typedef struct train_progress {
-    bool on, tty;
-    double last_draw;
-    int width;         /* characters of the last drawn line */
+    bool on, tty, started;
+    graft_progress bar;
 } train_progress;
 
 void train_progress_init(train_progress *p, bool on);
-/* Redraw the bar (TTY: at most 4 times a second; otherwise a plain line now
- * and then). */
-void train_progress_step(train_progress *p, long step, long total, double loss, double tok_s, double eta_s,
-                         bool force);
+/* The bar, from step `step` of `total` (at most 4 redraws a second on a
+ * terminal, a plain line every ~5% otherwise). */
+void train_progress_start(train_progress *p, long step, long total);
+void train_progress_step(train_progress *p, long step, double loss, double tok_s);
 /* A line of its own above the bar. */
 void train_progress_note(train_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void train_progress_end(train_progress *p);
