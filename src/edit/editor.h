@@ -82,6 +82,10 @@ typedef struct graft_editor_ops {
     /* Export the editor's whole state as safetensors (e.g. GRACE's codebook). */
     graft_status (*export_st)(graft_editor *e, const char *path);
     void (*free)(graft_editor *e);
+    /* Apply n requests as one batch edit with one change record (MEMIT,
+     * EMMET); NULL for editors that edit one request at a time. */
+    graft_status (*apply_batch)(graft_editor *e, const graft_edit_tok *reqs, int n, graft_edit_info *info,
+                                graft_blob *change);
 } graft_editor_ops;
 
 struct graft_editor {
