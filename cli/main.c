@@ -19,6 +19,7 @@ static const struct {
     {"edits", cmd_edits, "list, show, undo or export the edits of a run/adaptor folder"},
     {"train", cmd_train, "train or fine-tune a model; writes a Hugging Face folder"},
     {"corpus", cmd_corpus, "build the fact corpus from CounterFact and zsRE"},
+    {"stats", cmd_stats, "second-moment statistics of the MLP keys over a corpus (ROME/MEMIT/EMMET)"},
 };
 
 static void usage(FILE *out) {

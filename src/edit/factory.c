@@ -2,6 +2,9 @@
  * the method and the canonical options JSON, so a run or adaptor folder says
  * by itself how to rebuild its editor. */
 #include "editor.h"
+/* --- weight editors (locate.c, rome.c, memit.c) --- */
+#include "locate.h"
+/* --- end weight editors --- */
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -59,6 +62,13 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         graft_grace_opts o;
         st = grace_from_json(j, &o, "editor options");
         if (st == GRAFT_OK) st = graft_grace_create(m, &o, out);
+    /* --- weight editors: "rome", "memit", "emmet" --- */
+    } else if (graft_wedit_method_parse(method)) {
+        graft_wedit_method wm = graft_wedit_method_parse(method);
+        graft_wedit_opts o;
+        st = graft_wedit_opts_from_json(wm, &m->cfg, j, &o, "editor options");
+        if (st == GRAFT_OK) st = graft_wedit_create(m, wm, &o, out);
+    /* --- end weight editors --- */
     } else
         st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace)", method);
     cJSON_Delete(j);
@@ -83,6 +93,12 @@ graft_status graft_editor_opts_json(graft_editor *e, char **json) {
         cJSON_AddBoolToObject(j, "label_mean_compat", o.label_mean_compat);
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
     }
+    /* --- weight editors --- */
+    if (graft_editor_is_wedit(e) && graft_wedit_opts_to_json(e, j) != GRAFT_OK) {
+        cJSON_Delete(j);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    /* --- end weight editors --- */
     *json = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return *json ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
