@@ -13,7 +13,9 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
 int cmd_edits(int argc, char **argv);
+int cmd_export(int argc, char **argv); /* FT baselines task: merge weight edits into an HF folder */
 int cmd_report(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_stats(int argc, char **argv); /* weight editors task: E[k k^T] for ROME/MEMIT/EMMET */

@@ -48,13 +48,16 @@ static graft_status load_dir(graft_tokenizer *t, const char *dir) {
     } else if (pair_exists(dir, "vocab.json", "merges.txt", &a, &b, &half) ||
                pair_exists(dir, "encoder.json", "vocab.bpe", &a, &b, &half)) {
         st = tok_gpt2_load_files(t, a, b);
+    } else if (pair_exists(dir, "tokenizer.bin", NULL, &a, &b, &half)) {
+        /* an HF folder fine-tuned from a llama2.c model keeps its tokenizer.bin */
+        st = tok_llama2c_load(t, a);
     } else if (half) {
         return graft_fail(GRAFT_ERR_IO, "%s: %s is missing (the BPE files come in pairs: vocab.json + merges.txt, "
                           "encoder.json + vocab.bpe)", dir, half);
     } else {
         return graft_fail(GRAFT_ERR_IO,
                           "%s: no tokenizer in this folder (looked for tokenizer.json, "
-                          "vocab.json + merges.txt, encoder.json + vocab.bpe)", dir);
+                          "vocab.json + merges.txt, encoder.json + vocab.bpe, tokenizer.bin)", dir);
     }
     free(a);
     free(b);
