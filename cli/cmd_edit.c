@@ -35,15 +35,56 @@ static void usage(FILE *out) {
           "  --replace last|prompt|all   rows a hit overwrites (last)\n"
           "  --expand coverage|moving_average\n"
           "  --label-mean         compare labels by the mean of their ids (the official code's rule)\n"
+          "  --key prompt_last|target_first   the key token (default prompt_last; target_first is the\n"
+          "                       official hallucination setup, teacher-forced metrics only)\n"
+          /* --- FT baselines (src/edit/ft.c) --- */
+          "FT baselines (--method ft | ftl | ewc; docs/FT_BASELINES.md):\n"
+          "  --ft-layers L[,L..]  trained layers (GPT-2: 0; Llama: 2/3 of the depth); --layer L also works\n"
+          "  --ft-modules M[,M..] modules of those layers (GPT-2: mlp.c_proj = weight+bias; Llama: mlp.down_proj)\n"
+          "  --ft-params N[,N..]  explicit parameter names instead (e.g. transformer.h.0.mlp.c_proj.weight)\n"
+          "  --ft-lr LR           Adam learning rate (5e-4)\n"
+          "  --ft-steps N         steps at most (25)\n"
+          "  --ft-stop-loss X     stop once the loss is below X (1e-2; 0: never)\n"
+          "  --ft-early-stop      stop once the target is the teacher-forced argmax\n"
+          "  --loss L             target_new (ft, ewc default) | prompt_last (ftl default)\n"
+          "  --linf E             ftl: L-inf radius around the pre-stream weights (5e-4)\n"
+          "  --linf-anchor A      ftl: base (pre-stream weights, default) | edit (each edit's start, as ROME)\n"
+          "  --ewc-lambda L       ewc: penalty weight (0.1)\n"
+          "  --ewc-window N       ewc: Fisher over the last N edits (10)\n"
+          /* --- end FT --- */
           "Writes RUN_DIR/journal.sqlite (every edit, durable), results.jsonl (one line per evaluation\n"
           "point), summary.json, retention.svg and codebook.safetensors.\n",
           out);
 }
 
+/* --- FT baselines: "a,b,c" as a JSON array of numbers (nums) or strings --- */
+static int ft_list(cJSON *eo, const char *key, const char *arg, int nums) {
+    cJSON *a = cJSON_CreateArray();
+    char *copy = strdup(arg), *save = NULL;
+    int rc = a && copy ? 0 : cli_fail("edit", "out of memory");
+    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+        long v;
+        if (nums && cli_parse_int("edit", key, tok, 0, 1 << 16, &v)) rc = 1;
+        else cJSON_AddItemToArray(a, nums ? cJSON_CreateNumber((double)v) : cJSON_CreateString(tok));
+    }
+    free(copy);
+    if (rc || !cJSON_GetArraySize(a)) {
+        cJSON_Delete(a);
+        return rc ? rc : cli_fail("edit", "--ft-%s wants a comma-separated list", key);
+    }
+    cJSON_DeleteItemFromObject(eo, key);
+    cJSON_AddItemToObject(eo, key, a);
+    return 0;
+}
+/* --- end FT --- */
+
 int cmd_edit(int argc, char **argv) {
     enum { O_METHOD = 256, O_DATA, O_FORMAT, O_N, O_EVERY, O_AT, O_BATCH, O_SEED, O_OUT, O_RESUME, O_UP, O_UPN,
            O_PPL, O_PPLN, O_ERRS, O_TOK, O_NOPROG, O_LAYER, O_EPS, O_LR, O_NITER, O_NOES, O_INIT, O_REPLACE, O_EXPAND,
-           O_LMEAN };
+           O_LMEAN, O_KEY,
+           /* --- FT baselines --- */
+           O_FT_LAYERS, O_FT_MODULES, O_FT_PARAMS, O_FT_LR, O_FT_STEPS, O_FT_STOP, O_FT_ES, O_FT_LOSS, O_FT_LINF,
+           O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"method", required_argument, 0, O_METHOD},
         {"data", required_argument, 0, O_DATA}, {"format", required_argument, 0, O_FORMAT},
@@ -58,7 +99,16 @@ int cmd_edit(int argc, char **argv) {
         {"lr", required_argument, 0, O_LR}, {"n-iter", required_argument, 0, O_NITER},
         {"no-early-stop", no_argument, 0, O_NOES}, {"init", required_argument, 0, O_INIT},
         {"replace", required_argument, 0, O_REPLACE}, {"expand", required_argument, 0, O_EXPAND},
-        {"label-mean", no_argument, 0, O_LMEAN}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"label-mean", no_argument, 0, O_LMEAN}, {"key", required_argument, 0, O_KEY},
+        /* --- FT baselines --- */
+        {"ft-layers", required_argument, 0, O_FT_LAYERS}, {"ft-modules", required_argument, 0, O_FT_MODULES},
+        {"ft-params", required_argument, 0, O_FT_PARAMS}, {"ft-lr", required_argument, 0, O_FT_LR},
+        {"ft-steps", required_argument, 0, O_FT_STEPS}, {"ft-stop-loss", required_argument, 0, O_FT_STOP},
+        {"ft-early-stop", no_argument, 0, O_FT_ES}, {"loss", required_argument, 0, O_FT_LOSS},
+        {"linf", required_argument, 0, O_FT_LINF}, {"linf-anchor", required_argument, 0, O_FT_ANCHOR},
+        {"ewc-lambda", required_argument, 0, O_FT_EWCL}, {"ewc-window", required_argument, 0, O_FT_EWCW},
+        /* --- end FT --- */
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     graft_stream_opts o;
     graft_stream_opts_default(&o);
     const char *model = NULL, *tok = NULL;
@@ -101,6 +151,21 @@ int cmd_edit(int argc, char **argv) {
         case O_REPLACE: cJSON_AddStringToObject(eo, "replace", optarg); break;
         case O_EXPAND: cJSON_AddStringToObject(eo, "expand", optarg); break;
         case O_LMEAN: cJSON_AddBoolToObject(eo, "label_mean_compat", 1); break;
+        case O_KEY: cJSON_AddStringToObject(eo, "key", optarg); break;
+        /* --- FT baselines --- */
+        case O_FT_LAYERS: if (ft_list(eo, "layers", optarg, 1)) goto out; break;
+        case O_FT_MODULES: if (ft_list(eo, "modules", optarg, 0)) goto out; break;
+        case O_FT_PARAMS: if (ft_list(eo, "params", optarg, 0)) goto out; break;
+        case O_FT_LR: if (cli_parse_float("edit", "--ft-lr", optarg, 1e-12, 1e6, &d)) goto out; cJSON_AddNumberToObject(eo, "lr", d); break;
+        case O_FT_STEPS: if (cli_parse_int("edit", "--ft-steps", optarg, 0, 1 << 20, &v)) goto out; cJSON_AddNumberToObject(eo, "steps", (double)v); break;
+        case O_FT_STOP: if (cli_parse_float("edit", "--ft-stop-loss", optarg, 0, 1e9, &d)) goto out; cJSON_AddNumberToObject(eo, "stop_loss", d); break;
+        case O_FT_ES: cJSON_AddBoolToObject(eo, "early_stop", 1); break;
+        case O_FT_LOSS: cJSON_AddStringToObject(eo, "loss", optarg); break;
+        case O_FT_LINF: if (cli_parse_float("edit", "--linf", optarg, 1e-12, 1e6, &d)) goto out; cJSON_AddNumberToObject(eo, "linf", d); break;
+        case O_FT_ANCHOR: cJSON_AddStringToObject(eo, "linf_anchor", optarg); break;
+        case O_FT_EWCL: if (cli_parse_float("edit", "--ewc-lambda", optarg, 0, 1e30, &d)) goto out; cJSON_AddNumberToObject(eo, "ewc_lambda", d); break;
+        case O_FT_EWCW: if (cli_parse_int("edit", "--ewc-window", optarg, 1, 100000, &v)) goto out; cJSON_AddNumberToObject(eo, "ewc_window", (double)v); break;
+        /* --- end FT --- */
         case 'h': usage(stdout); rc = 0; goto out;
         default: usage(stderr); goto out;
         }

@@ -24,13 +24,13 @@ int cli_fail_status(const char *cmd, graft_status st) {
     return cli_fail(cmd, "%s: %s", graft_status_str(st), graft_last_error());
 }
 
-/* The model used when -m is absent: $GRAFT_MODEL, else models/default next to
- * the binary's build tree or in the source tree. */
+/* The model used when -m is absent: $GRAFT_MODEL, else the embedded fact model
+ * models/factbase of the source tree graft was built from. */
 const char *cli_default_model(void) {
     const char *env = getenv("GRAFT_MODEL");
     if (env && *env) return env;
     static char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/models/default", GRAFT_SOURCE_DIR);
+    snprintf(path, sizeof path, "%s/models/factbase", GRAFT_SOURCE_DIR);
     if (access(path, F_OK) == 0) return path;
     return NULL;
 }

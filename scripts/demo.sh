@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# make demo: the main job on the default model. Until the fact model and the
-# GRACE editor land, it shows the runtime on the real stories260K checkpoint.
+# make demo: the main job on the embedded default model. graft's own fact
+# model (models/factbase, trained by `graft train` on data/facts) first shows
+# what it knows; then GRACE streams 200 CounterFact counterfactual edits into
+# it, measuring edit success, retention of earlier edits (ERR), retention of
+# facts no edit touched (TRR) and generalisation to paraphrases as it goes.
 set -eu
 BUILD=${1:-build}
 G="$BUILD/graft"
-M=tests/data/stories260K.bin
-echo "== graft inspect: the real pretrained stories260K (llama2.c checkpoint) =="
+M=models/factbase
+OUT=runs/demo
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+if [ ! -f "$M/model.safetensors" ]; then
+  echo "demo: $M is missing (the committed fact model); see docs/FACT_MODEL.md to train it" >&2
+  exit 1
+fi
+echo "== the fact model =="
 "$G" inspect -m "$M"
 echo
-echo "== greedy generation (prints the same text as llama2.c's run.c) =="
-"$G" generate -m "$M" -n 60 --temp 0
+echo "== what it knows: true CounterFact facts (a sample of 300 it was trained on, and paraphrases it never saw) =="
+"$G" eval -m "$M" --facts data/facts/known_facts.jsonl --facts data/facts/heldout_templates.jsonl --n 300
 echo
-echo "== sampled, temperature 0.8, seed 7 =="
-"$G" generate -m "$M" -p "Lily and her dog" -n 60 --temp 0.8 --seed 7
+p="The mother tongue of Danielle Darrieux is"
+echo "== before editing: \"$p\" ->$("$G" generate -m "$M" -p "$p" -n 12 --temp 0 | head -c 40 | tr '\n' ' ')"
 echo
-echo "== scoring: the model's own greedy story vs a shuffled one (mean NLL, nats/token) =="
-"$G" score -m "$M" --text "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
-"$G" score -m "$M" --text "park the in outside play to loved She. Lily named girl little a was there, time a upon Once"
+echo "== GRACE: 200 sequential CounterFact counterfactual edits (data/facts/edit_stream.json) =="
+rm -rf "$OUT"
+"$G" edit -m "$M" --method grace --data data/facts/edit_stream.json --format counterfact --n 200 \
+  --eval-every 50 --upstream data/facts/known_facts.jsonl --upstream-n 300 \
+  --ppl-text data/facts/heldout_text.txt --ppl-tokens 8192 --out "$OUT"
 echo
-echo "== the same model in Hugging Face layout gives the same continuation =="
-"$G" generate -m tests/data/llama-stories260K-hf --tokenizer tests/data/tok512.bin -n 30 --temp 0
+echo "gen = exact-match greedy generation (GRACE's definition); tf = teacher-forced token accuracy (EasyEdit's)"
+"$G" report "$OUT"
+echo
+echo "== after editing: \"$p\" ->$("$G" generate -m "$M" --adaptor "$OUT" -p "$p" -n 12 --temp 0 | head -c 40 | tr '\n' ' ')"
+echo "   (CounterFact's counterfactual target: English; every edit is in $OUT/journal.sqlite, undo with graft edits undo)"
+echo
+echo "retention plot: $OUT/retention.svg    table: $OUT/results.jsonl    summary: $OUT/summary.json"

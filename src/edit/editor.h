@@ -92,6 +92,11 @@ struct graft_editor {
     const graft_editor_ops *ops;
     graft_model *m;
     int64_t n_edits; /* edits applied (or replayed) so far */
+    /* Where the key token sits relative to a prompt of n tokens followed by
+     * its target: 0 = the last prompt token (n-1, the default), 1 = the first
+     * target token (n, the official GRACE hallucination setup). Training and
+     * every teacher-forced evaluation use the same rule. */
+    int key_after_prompt;
 };
 
 /* ---------------------------------------------------------------- GRACE */
@@ -111,6 +116,10 @@ typedef struct graft_grace_opts {
     grace_expand expand;   /* coverage (default) or moving_average */
     int label_mean_compat; /* compare labels by the mean of their ids, like the official code (0) */
     uint64_t seed;         /* for cold init */
+    int key_target_first;  /* key at the first target token instead of the last
+                              prompt token (official hallucination setup; pair
+                              it with replace_prompt so the rows that predict
+                              the target are overwritten) */
     int full_passes;       /* benchmark reference: every training step re-runs
                               the whole forward, as the reference implementations
                               do (results are identical) */

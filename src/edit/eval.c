@@ -100,7 +100,8 @@ graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_ite
             memcpy(ids + T, it->prompt, (size_t)it->n_prompt * sizeof(int));
             memcpy(ids + T + it->n_prompt, it->target, (size_t)(it->n_target - 1) * sizeof(int));
             for (int k = 0; k < it->n_target; k++) rows[no++] = T + it->n_prompt - 1 + k;
-            keys[ns] = it->n_prompt - 1;
+            keys[ns] = it->n_prompt - 1 + (e ? e->key_after_prompt : 0);
+            if (keys[ns] >= len) keys[ns] = -1; /* a one-token target has no first-target key row */
             lens[ns++] = len;
             T += len;
         }

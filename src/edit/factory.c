@@ -2,6 +2,9 @@
  * the method and the canonical options JSON, so a run or adaptor folder says
  * by itself how to rebuild its editor. */
 #include "editor.h"
+/* --- FT baselines (ft.c) --- */
+#include "ft.h"
+/* --- end FT --- */
 /* --- weight editors (locate.c, rome.c, memit.c) --- */
 #include "locate.h"
 /* --- end weight editors --- */
@@ -34,6 +37,10 @@ static graft_status grace_from_json(const cJSON *j, graft_grace_opts *o, const c
         else if (!strcmp(k, "n_iter")) ok = cJSON_IsNumber(it), o->n_iter = it->valueint;
         else if (!strcmp(k, "early_stop")) ok = cJSON_IsBool(it), o->early_stop = cJSON_IsTrue(it);
         else if (!strcmp(k, "label_mean_compat")) ok = cJSON_IsBool(it), o->label_mean_compat = cJSON_IsTrue(it);
+        else if (!strcmp(k, "key")) {
+            ok = cJSON_IsString(it) && (!strcmp(it->valuestring, "prompt_last") || !strcmp(it->valuestring, "target_first"));
+            if (ok) o->key_target_first = !strcmp(it->valuestring, "target_first");
+        }
         else if (!strcmp(k, "seed")) ok = cJSON_IsNumber(it), o->seed = (uint64_t)it->valuedouble;
         else if (!strcmp(k, "replace") || !strcmp(k, "expand") || !strcmp(k, "init")) {
             int idx = -1;
@@ -62,6 +69,12 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         graft_grace_opts o;
         st = grace_from_json(j, &o, "editor options");
         if (st == GRAFT_OK) st = graft_grace_create(m, &o, out);
+    /* --- FT baselines (ft.c): "ft", "ftl", "ewc" --- */
+    } else if (graft_ft_variant_parse(method) >= 0) {
+        graft_ft_opts o;
+        st = graft_ft_opts_from_json((graft_ft_variant)graft_ft_variant_parse(method), j, &o, "editor options");
+        if (st == GRAFT_OK) st = graft_ft_create(m, &o, out);
+    /* --- end FT --- */
     /* --- weight editors: "rome", "memit", "emmet" --- */
     } else if (graft_wedit_method_parse(method)) {
         graft_wedit_method wm = graft_wedit_method_parse(method);
@@ -91,8 +104,15 @@ graft_status graft_editor_opts_json(graft_editor *e, char **json) {
         cJSON_AddStringToObject(j, "replace", replace_names[o.replace]);
         cJSON_AddStringToObject(j, "expand", expand_names[o.expand]);
         cJSON_AddBoolToObject(j, "label_mean_compat", o.label_mean_compat);
+        cJSON_AddStringToObject(j, "key", o.key_target_first ? "target_first" : "prompt_last");
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
     }
+    /* --- FT baselines (ft.c) --- */
+    if (graft_ft_is(e) && graft_ft_opts_to_json(e, j) != GRAFT_OK) {
+        cJSON_Delete(j);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    /* --- end FT --- */
     /* --- weight editors --- */
     if (graft_editor_is_wedit(e) && graft_wedit_opts_to_json(e, j) != GRAFT_OK) {
         cJSON_Delete(j);

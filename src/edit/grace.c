@@ -454,7 +454,11 @@ static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graf
     memcpy(ids, req->prompt, (size_t)req->n_prompt * sizeof(int));
     memcpy(ids + req->n_prompt, req->target, (size_t)(req->n_target - 1) * sizeof(int));
     for (int i = 0; i < req->n_target; i++) rows[i] = req->n_prompt - 1 + i;
-    int t = req->n_prompt - 1;
+    int t = req->n_prompt - 1 + e->key_after_prompt;
+    if (t >= T) {
+        st = graft_fail(GRAFT_ERR_INVALID, "GRACE: the key is the first target token, so the target needs 2+ tokens");
+        goto done;
+    }
     if ((st = graft_run_set_batch(r, ids, &T, 1, rows, req->n_target))) goto done;
 
     /* 1. The unedited pass (hook detached): query, warm value, first loss. */
@@ -631,6 +635,7 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
     graft_grace_sites(cfg, &g->key_site, &g->val_site);
     g->kd = graft_site_dim(cfg, g->key_site);
     g->vd = graft_site_dim(cfg, g->val_site);
+    g->base.key_after_prompt = g->o.key_target_first ? 1 : 0;
     g->train_row = -1;
     g->hook.layer = g->o.layer;
     g->hook.site = g->val_site;
