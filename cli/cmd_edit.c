@@ -52,6 +52,18 @@ static void usage(FILE *out) {
           "  --ewc-lambda L       ewc: penalty weight (0.1)\n"
           "  --ewc-window N       ewc: Fisher over the last N edits (10)\n"
           /* --- end FT --- */
+          /* --- weight editors (src/edit/rome.c, memit.c; docs/WEIGHT_EDITORS.md) --- */
+          "ROME / MEMIT / EMMET (--method rome | memit | emmet; docs/WEIGHT_EDITORS.md):\n"
+          "  --stats FILE         key second moments from `graft stats` (default: C = I, said on stderr)\n"
+          "  --layers A-B         edited layers (MEMIT/EMMET; ROME takes one: --layer L); default by depth\n"
+          "  --no-rrome           ROME: the original asymmetric key (reproduces disabling edits)\n"
+          "  --v-steps N          v* optimisation steps (20)\n"
+          "  --v-lr LR            v* Adam learning rate (0.5)\n"
+          "  --clamp X            |delta| <= X |v_init| (ROME 4, MEMIT/EMMET 0.75)\n"
+          "  --kl X               weight of the KL essence term (0.0625)\n"
+          "  --lambda X           mom2_update_weight (MEMIT 20000, EMMET 10000)\n"
+          "  --emmet-lambda X     EMMET's lambda_e (0.1)\n"
+          /* --- end weight editors --- */
           "Writes RUN_DIR/journal.sqlite (every edit, durable), results.jsonl (one line per evaluation\n"
           "point), summary.json, retention.svg and codebook.safetensors.\n",
           out);
@@ -84,7 +96,9 @@ int cmd_edit(int argc, char **argv) {
            O_LMEAN, O_KEY,
            /* --- FT baselines --- */
            O_FT_LAYERS, O_FT_MODULES, O_FT_PARAMS, O_FT_LR, O_FT_STEPS, O_FT_STOP, O_FT_ES, O_FT_LOSS, O_FT_LINF,
-           O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW };
+           O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW,
+           /* --- weight editors --- */
+           O_W_STATS, O_W_LAYERS, O_W_NORROME, O_W_VSTEPS, O_W_VLR, O_W_CLAMP, O_W_KL, O_W_LAMBDA, O_W_ELAMBDA };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"method", required_argument, 0, O_METHOD},
         {"data", required_argument, 0, O_DATA}, {"format", required_argument, 0, O_FORMAT},
@@ -108,6 +122,13 @@ int cmd_edit(int argc, char **argv) {
         {"linf", required_argument, 0, O_FT_LINF}, {"linf-anchor", required_argument, 0, O_FT_ANCHOR},
         {"ewc-lambda", required_argument, 0, O_FT_EWCL}, {"ewc-window", required_argument, 0, O_FT_EWCW},
         /* --- end FT --- */
+        /* --- weight editors --- */
+        {"stats", required_argument, 0, O_W_STATS}, {"layers", required_argument, 0, O_W_LAYERS},
+        {"no-rrome", no_argument, 0, O_W_NORROME}, {"v-steps", required_argument, 0, O_W_VSTEPS},
+        {"v-lr", required_argument, 0, O_W_VLR}, {"clamp", required_argument, 0, O_W_CLAMP},
+        {"kl", required_argument, 0, O_W_KL}, {"lambda", required_argument, 0, O_W_LAMBDA},
+        {"emmet-lambda", required_argument, 0, O_W_ELAMBDA},
+        /* --- end weight editors --- */
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     graft_stream_opts o;
     graft_stream_opts_default(&o);
@@ -166,6 +187,17 @@ int cmd_edit(int argc, char **argv) {
         case O_FT_EWCL: if (cli_parse_float("edit", "--ewc-lambda", optarg, 0, 1e30, &d)) goto out; cJSON_AddNumberToObject(eo, "ewc_lambda", d); break;
         case O_FT_EWCW: if (cli_parse_int("edit", "--ewc-window", optarg, 1, 100000, &v)) goto out; cJSON_AddNumberToObject(eo, "ewc_window", (double)v); break;
         /* --- end FT --- */
+        /* --- weight editors --- */
+        case O_W_STATS: cJSON_AddStringToObject(eo, "stats", optarg); break;
+        case O_W_LAYERS: cJSON_AddStringToObject(eo, "layers", optarg); break;
+        case O_W_NORROME: cJSON_AddBoolToObject(eo, "rrome", 0); break;
+        case O_W_VSTEPS: if (cli_parse_int("edit", "--v-steps", optarg, 0, 1 << 20, &v)) goto out; cJSON_AddNumberToObject(eo, "v_steps", (double)v); break;
+        case O_W_VLR: if (cli_parse_float("edit", "--v-lr", optarg, 1e-12, 1e6, &d)) goto out; cJSON_AddNumberToObject(eo, "v_lr", d); break;
+        case O_W_CLAMP: if (cli_parse_float("edit", "--clamp", optarg, 1e-9, 1e9, &d)) goto out; cJSON_AddNumberToObject(eo, "clamp", d); break;
+        case O_W_KL: if (cli_parse_float("edit", "--kl", optarg, 0, 1e9, &d)) goto out; cJSON_AddNumberToObject(eo, "kl_factor", d); break;
+        case O_W_LAMBDA: if (cli_parse_float("edit", "--lambda", optarg, 0, 1e30, &d)) goto out; cJSON_AddNumberToObject(eo, "mom2_update_weight", d); break;
+        case O_W_ELAMBDA: if (cli_parse_float("edit", "--emmet-lambda", optarg, 0, 1e30, &d)) goto out; cJSON_AddNumberToObject(eo, "emmet_lambda", d); break;
+        /* --- end weight editors --- */
         case 'h': usage(stdout); rc = 0; goto out;
         default: usage(stderr); goto out;
         }
