@@ -1,0 +1,136 @@
+/* cmd_export.c - graft export: merge the edits of a run/adaptor folder into
+ * the model and write the result as a complete Hugging Face folder, so an
+ * edited model can be served by anything that reads save_pretrained output
+ * (and by graft itself, with identical logits in F32).
+ *
+ * Only weight editors (FT, FT-L, FT+EWC, ROME, MEMIT, ...) can be merged:
+ * their edits are weight deltas. An activation editor such as GRACE keeps a
+ * codebook that decides per input whether to replace an activation; no
+ * weight matrix can express that, so export refuses and points at
+ * --adaptor, which serves those edits at inference. */
+#include "cli.h"
+#include "edit/journal.h"
+#include "model/save.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void usage(FILE *out) {
+    fputs("usage: graft export [-m MODEL] --adaptor DIR --out NEWDIR [--dtype f32|f16|bf16] [--tokenizer PATH]\n"
+          "Replays the edit journal of DIR (a `graft edit` run folder) into MODEL and writes the edited\n"
+          "model to NEWDIR as a Hugging Face folder: config.json, model.safetensors, generation_config.json,\n"
+          "the tokenizer files, and graft_export.json (what was merged). Undone edits are not included.\n"
+          "  -m, --model PATH   the model the edits were made on (default: $GRAFT_MODEL or models/default)\n"
+          "  --adaptor DIR      the run/adaptor folder (its journal.sqlite)\n"
+          "  --out NEWDIR       where to write the edited model (must not already hold a model)\n"
+          "  --dtype D          f32 (default; reloads with identical logits), f16 or bf16\n"
+          "  --tokenizer PATH   tokenizer to write alongside, when not beside the model\n"
+          "Only weight-editing methods can be exported; GRACE edits are served with --adaptor DIR.\n",
+          out);
+}
+
+static int parse_dtype(const char *s, graft_dtype *dt) {
+    if (!strcasecmp(s, "f32") || !strcasecmp(s, "float32")) *dt = GRAFT_F32;
+    else if (!strcasecmp(s, "f16") || !strcasecmp(s, "float16")) *dt = GRAFT_F16;
+    else if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) *dt = GRAFT_BF16;
+    else return -1;
+    return 0;
+}
+
+/* NEWDIR/graft_export.json: the provenance of the merged weights. */
+static graft_status write_provenance(const char *out, const char *model, const char *dir, const graft_editor *e,
+                                     graft_dtype dt) {
+    char *opts = NULL;
+    GRAFT_TRY(graft_editor_opts_json((graft_editor *)e, &opts));
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "base_model", model);
+    cJSON_AddStringToObject(j, "adaptor", dir);
+    cJSON_AddStringToObject(j, "method", e->ops->name);
+    cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
+    cJSON_AddNumberToObject(j, "live_edits", (double)e->n_edits);
+    cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    free(opts);
+    char *path = graft_path_join(out, "graft_export.json");
+    graft_status st = text && path ? graft_write_file_atomic(path, text, strlen(text))
+                                   : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    free(text);
+    free(path);
+    return st;
+}
+
+static int holds_model(const char *dir) {
+    static const char *const names[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = graft_path_join(dir, names[i]);
+        int there = p && graft_path_exists(p);
+        free(p);
+        if (there) return 1;
+    }
+    return 0;
+}
+
+int cmd_export(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"adaptor", required_argument, 0, 'a'},
+                                         {"out", required_argument, 0, 'o'},   {"dtype", required_argument, 0, 'd'},
+                                         {"tokenizer", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model = NULL, *dir = NULL, *out = NULL, *tok = NULL;
+    graft_dtype dt = GRAFT_F32;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'a': dir = optarg; break;
+        case 'o': out = optarg; break;
+        case 'T': tok = optarg; break;
+        case 'd':
+            if (parse_dtype(optarg, &dt)) {
+                cli_fail("export", "--dtype wants f32, f16 or bf16, got '%s'", optarg);
+                return 2;
+            }
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || !dir || !out) {
+        cli_fail("export", optind < argc ? "unexpected argument '%s'" : "--adaptor and --out are required%s",
+                 optind < argc ? argv[optind] : "");
+        usage(stderr);
+        return 2;
+    }
+    if (!model) model = cli_default_model();
+    if (model && !strcmp(model, out)) return cli_fail("export", "--out is the model itself; write the edited model elsewhere");
+    if (holds_model(out))
+        return cli_fail("export", "%s already holds a model; choose another --out (export never overwrites a model)", out);
+
+    graft_model *m = NULL;
+    if (cli_load_model("export", model, tok, &m)) return 1;
+    graft_editor *e = NULL;
+    graft_status st = graft_adaptor_open(m, dir, &e, NULL);
+    int rc = 1;
+    if (st != GRAFT_OK)
+        cli_fail_status("export", st);
+    else if (!e->ops->reset)
+        /* an activation editor: its state is not a weight delta */
+        cli_fail("export",
+                 "%s holds %s edits, which act on activations through a codebook (keys, values, radii) and "
+                 "cannot be merged into the weights; serve them with --adaptor %s (graft generate/score), or "
+                 "save the codebook with `graft edits export FILE --adaptor %s`",
+                 dir, e->ops->name, dir, dir);
+    else if ((st = graft_model_save_hf(m, out, dt)) != GRAFT_OK || (st = write_provenance(out, model, dir, e, dt)))
+        cli_fail_status("export", st);
+    else {
+        fprintf(stderr, "graft export: merged %lld %s edit%s into %s (%s)\n", (long long)e->n_edits, e->ops->name,
+                e->n_edits == 1 ? "" : "s", out, graft_dtype_name(dt));
+        rc = 0;
+    }
+    if (e) e->ops->free(e);
+    graft_model_free(m);
+    return rc;
+}
