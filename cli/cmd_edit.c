@@ -11,7 +11,7 @@
 static void usage(FILE *out) {
     fputs("usage: graft edit [-m MODEL] --data FILE --out RUN_DIR [options]\n"
           "Applies the edit requests of FILE in order and measures the model as it goes.\n"
-          "  --method NAME        editing method: grace (default)\n"
+          "  --method NAME        editing method: grace (default), ft, ftl, ewc, rome, memit, emmet\n"
           "  --format F           zsre | counterfact | hallucination | temporal | jsonl (default: detect)\n"
           "  --n N                edit only the first N requests (default: all)\n"
           "  --eval-every K       evaluate after every K edits (default 100)\n"

@@ -598,7 +598,14 @@ static void test_options(void) {
         CHECK_OK(e->ops->reset(e));
         e->ops->free(e);
     }
+    /* the shared --layers flag gives a string */
+    e = make(m, "ft", "{\"layers\": \"0-1\", \"modules\": [\"mlp.c_fc\"]}");
+    if (e) {
+        CHECK(graft_ft_n_tensors(e) == 4 && !strcmp(graft_ft_tensor(e, 2, NULL)->name, "transformer.h.1.mlp.c_fc.weight"));
+        e->ops->free(e);
+    }
     graft_editor *x = NULL;
+    CHECK_FAILS(graft_editor_create(m, "ft", "{\"layers\": \"1-0\"}", &x), GRAFT_ERR_INVALID, "'layers' has a bad value");
     CHECK_FAILS(graft_editor_create(m, "ft", "{\"params\": [\"nope.weight\"]}", &x), GRAFT_ERR_INVALID, "no parameter 'nope.weight'");
     CHECK_FAILS(graft_editor_create(m, "ft", "{\"layers\": [5]}", &x), GRAFT_ERR_INVALID, "layer 5 outside");
     CHECK_FAILS(graft_editor_create(m, "ft", "{\"modules\": [\"mlp.bogus\"]}", &x), GRAFT_ERR_INVALID, "matches no parameter");

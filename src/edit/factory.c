@@ -83,7 +83,7 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         if (st == GRAFT_OK) st = graft_wedit_create(m, wm, &o, out);
     /* --- end weight editors --- */
     } else
-        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace)", method);
+        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace, ft, ftl, ewc, rome, memit, emmet)", method);
     cJSON_Delete(j);
     return st;
 }

@@ -913,6 +913,30 @@ static int name_index(const char *s, const char *const *names, int n) {
     return -1;
 }
 
+/* "3", "1-3", "0,2,5" (ranges inclusive) into o->layers; 0 on a bad string. */
+static int parse_layer_string(const char *s, graft_ft_opts *o) {
+    int n = 0;
+    while (*s) {
+        char *end;
+        long a = strtol(s, &end, 10), b = a;
+        if (end == s || a < 0 || a > 65535) return 0;
+        s = end;
+        if (*s == '-') {
+            b = strtol(s + 1, &end, 10);
+            if (end == s + 1 || b < a || b > 65535) return 0;
+            s = end;
+        }
+        for (long l = a; l <= b; l++) {
+            if (n == GRAFT_FT_MAX_LIST) return 0;
+            o->layers[n++] = (int)l;
+        }
+        if (*s == ',') s++;
+        else if (*s) return 0;
+    }
+    o->n_layers = n;
+    return n > 0;
+}
+
 graft_status graft_ft_opts_from_json(graft_ft_variant v, const cJSON *j, graft_ft_opts *o, const char *where) {
     graft_ft_opts_default(o, v);
     const char *mname = graft_ft_method_name(v);
@@ -920,7 +944,7 @@ graft_status graft_ft_opts_from_json(graft_ft_variant v, const cJSON *j, graft_f
     cJSON_ArrayForEach(it, j) {
         const char *k = it->string;
         int ok = 1;
-        if (!strcmp(k, "params") || !strcmp(k, "modules") || !strcmp(k, "layers")) {
+        if (!strcmp(k, "params") || !strcmp(k, "modules") || (!strcmp(k, "layers") && !cJSON_IsString(it))) {
             ok = cJSON_IsArray(it) && cJSON_GetArraySize(it) <= GRAFT_FT_MAX_LIST;
             int n = 0;
             const cJSON *x;
@@ -939,6 +963,9 @@ graft_status graft_ft_opts_from_json(graft_ft_variant v, const cJSON *j, graft_f
             if (!strcmp(k, "params")) o->n_params = n;
             else if (!strcmp(k, "modules")) o->n_modules = n;
             else o->n_layers = n;
+        } else if (!strcmp(k, "layers") && cJSON_IsString(it)) {
+            /* the CLI's shared --layers flag: "3", "1-3" or "0,2" */
+            ok = parse_layer_string(it->valuestring, o);
         } else if (!strcmp(k, "layer")) {
             /* the CLI's --layer (shared with GRACE): one layer */
             ok = cJSON_IsNumber(it);
