@@ -100,7 +100,15 @@ static void stats_hook(graft_hook *h, graft_run *r, float *act, int dim) {
     int rows = r->T - s->skip;
     if (rows <= 0) return;
     const float *k = act + (size_t)s->skip * dim;
-    graft_gemm(1, 0, dim, dim, rows, 1.0f, k, dim, k, dim, 0.0f, s->gram, dim);
+    /* only the lower triangle is needed: K^T K by blocks (bi, bj <= bi),
+     * about 0.56 of a full GEMM with 8 blocks */
+    int nb = (dim + 7) / 8;
+    nb = (nb + 15) & ~15;
+    for (int i0 = 0; i0 < dim; i0 += nb)
+        for (int j0 = 0; j0 <= i0; j0 += nb) {
+            int mi = dim - i0 < nb ? dim - i0 : nb, mj = dim - j0 < nb ? dim - j0 : nb;
+            graft_gemm(1, 0, mi, mj, rows, 1.0f, k + i0, dim, k + j0, dim, 0.0f, s->gram + (size_t)i0 * dim + j0, dim);
+        }
     double *acc = s->sum[idx];
     const float *g = s->gram;
 #pragma omp parallel for schedule(dynamic, 16)
