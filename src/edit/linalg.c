@@ -5,8 +5,14 @@
  * trailing update (the SYRK that carries all the work) runs on 4x4 register
  * tiles over rows, OpenMP over row tiles. Every output element is computed
  * by one thread in a fixed order, so results do not depend on the thread
- * count. */
+ * count. With OpenBLAS compiled in, the trailing update is its DSYRK instead
+ * (~10x faster); the factor never enters a change record, so the two builds
+ * need not agree to the last bit. */
 #include "linalg.h"
+
+#ifdef GRAFT_USE_OPENBLAS
+#include <cblas.h>
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -75,8 +81,14 @@ graft_status graft_chol(double *a, int n) {
                 ri[j] = s / rj[j];
             }
         }
-        /* 3. the trailing update of the lower triangle, 4x4 tiles */
-        int m = n - k1, tiles = (m + 3) / 4;
+        /* 3. the trailing update of the lower triangle */
+        int m = n - k1;
+#ifdef GRAFT_USE_OPENBLAS
+        cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, m, k1 - k0, -1.0, a + (size_t)k1 * n + k0, n, 1.0,
+                    a + (size_t)k1 * n + k1, n);
+        continue;
+#endif
+        int tiles = (m + 3) / 4;
 #pragma omp parallel for schedule(dynamic, 4)
         for (int ti = 0; ti < tiles; ti++) {
             int i0 = k1 + 4 * ti;
