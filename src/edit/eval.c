@@ -74,7 +74,12 @@ static int argmax(const float *x, int n) {
 /* Items are packed into batches of at most BUDGET tokens. */
 #define BUDGET 2048
 
-graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *pred) {
+/* Pack items into batches and run each through the model (and editor):
+ * fn receives the run and, for each item of the batch, its first logit row. */
+typedef void (*batch_fn)(void *user, graft_run *r, const graft_eval_item *items, int first, int n, const int *row0);
+
+static graft_status run_batches(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, batch_fn fn,
+                                void *user) {
     if (n <= 0) return GRAFT_OK;
     int maxlen = 0;
     for (int i = 0; i < n; i++) {
@@ -88,9 +93,10 @@ graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_ite
     GRAFT_TRY(graft_run_create(m, cap, cap, maxlen, 0, &r));
     int *ids = malloc((size_t)cap * sizeof(int)), *lens = malloc((size_t)cap * sizeof(int));
     int *rows = malloc((size_t)cap * sizeof(int)), *keys = malloc((size_t)cap * sizeof(int));
-    graft_status st = (ids && lens && rows && keys) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    int *row0 = malloc((size_t)cap * sizeof(int));
+    graft_status st = (ids && lens && rows && keys && row0) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
     if (st == GRAFT_OK && e && e->ops->attach) st = e->ops->attach(e, r);
-    int V = m->cfg.vocab_size, at = 0, done = 0;
+    int done = 0;
     while (st == GRAFT_OK && done < n) {
         int T = 0, ns = 0, no = 0;
         while (done + ns < n) {
@@ -99,6 +105,7 @@ graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_ite
             if (T + len > cap) break;
             memcpy(ids + T, it->prompt, (size_t)it->n_prompt * sizeof(int));
             memcpy(ids + T + it->n_prompt, it->target, (size_t)(it->n_target - 1) * sizeof(int));
+            row0[ns] = no;
             for (int k = 0; k < it->n_target; k++) rows[no++] = T + it->n_prompt - 1 + k;
             keys[ns] = it->n_prompt - 1 + (e ? e->key_after_prompt : 0);
             if (keys[ns] >= len) keys[ns] = -1; /* a one-token target has no first-target key row */
@@ -108,14 +115,64 @@ graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_ite
         st = graft_run_set_batch(r, ids, lens, ns, rows, no);
         if (st == GRAFT_OK && e && e->ops->set_keys) st = e->ops->set_keys(e, keys, ns);
         if (st == GRAFT_OK) st = graft_run_forward(r);
-        for (int i = 0; st == GRAFT_OK && i < no; i++) pred[at++] = argmax(r->logits + (size_t)i * V, V);
+        if (st == GRAFT_OK) fn(user, r, items, done, ns, row0);
         done += ns;
     }
     if (e && e->ops->detach) e->ops->detach(e, r);
     if (e && e->ops->set_keys) e->ops->set_keys(e, NULL, 0);
     graft_run_free(r);
-    free(ids), free(lens), free(rows), free(keys);
+    free(ids), free(lens), free(rows), free(keys), free(row0);
     return st;
+}
+
+typedef struct {
+    int *pred;
+    int at;
+} tf_ctx;
+
+static void tf_batch(void *user, graft_run *r, const graft_eval_item *items, int first, int n, const int *row0) {
+    tf_ctx *c = user;
+    int V = r->m->cfg.vocab_size;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < items[first + i].n_target; k++)
+            c->pred[c->at++] = argmax(r->logits + (size_t)(row0[i] + k) * V, V);
+}
+
+graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *pred) {
+    tf_ctx c = {pred, 0};
+    return run_batches(m, e, items, n, tf_batch, &c);
+}
+
+typedef struct {
+    double *nll;
+    float *row_loss;
+    int *targets;
+    graft_status st;
+} nll_ctx;
+
+static void nll_batch(void *user, graft_run *r, const graft_eval_item *items, int first, int n, const int *row0) {
+    nll_ctx *c = user;
+    if (c->st != GRAFT_OK) return;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < items[first + i].n_target; k++) c->targets[row0[i] + k] = items[first + i].target[k];
+    double unused;
+    c->st = graft_run_loss(r, c->targets, NULL, &unused, c->row_loss);
+    for (int i = 0; c->st == GRAFT_OK && i < n; i++) {
+        double s = 0;
+        for (int k = 0; k < items[first + i].n_target; k++) s += c->row_loss[row0[i] + k];
+        c->nll[first + i] = s;
+    }
+}
+
+graft_status graft_eval_seq_nll(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, double *nll) {
+    int cap = BUDGET;
+    for (int i = 0; i < n; i++)
+        if (items[i].n_prompt + items[i].n_target > cap) cap = items[i].n_prompt + items[i].n_target;
+    nll_ctx c = {nll, malloc((size_t)cap * sizeof(float)), malloc((size_t)cap * sizeof(int)), GRAFT_OK};
+    graft_status st = (c.row_loss && c.targets) ? run_batches(m, e, items, n, nll_batch, &c)
+                                                 : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    free(c.row_loss), free(c.targets);
+    return st != GRAFT_OK ? st : c.st;
 }
 
 graft_status graft_eval_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *gen) {

@@ -32,6 +32,9 @@ int graft_subject_last(graft_tokenizer *tok, const char *prompt, const char *sub
  * position (sum of n_target ints). The key of each item is its last prompt
  * token. e may be NULL (the unedited model). */
 graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *pred);
+/* Teacher forcing: the summed NLL (nats) of each item's target tokens given
+ * its prompt, into nll[n] (CounterFact's NLL(new) vs NLL(true) comparisons). */
+graft_status graft_eval_seq_nll(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, double *nll);
 /* Greedy generation of n_target tokens after each prompt; gen as pred. */
 graft_status graft_eval_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *gen);
 /* Mean NLL of a token stream in non-overlapping windows of `window` tokens,

@@ -82,8 +82,9 @@ static int select_items(const item_set *s, int limit, long sample, graft_eval_it
 /* ---------------------------------------------------------------- metrics */
 
 typedef struct acc {
-    double tf;    /* mean token accuracy */
-    double gen;   /* exact-match fraction */
+    double tf;    /* mean token accuracy (against ref_* when given) */
+    double gen;   /* exact-match fraction (against ref_* when given) */
+    double tf_true, gen_true; /* the same against the items' own targets */
     int n;        /* items */
 } acc;
 
@@ -93,7 +94,7 @@ static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_it
                             const int *ref_gen, acc *out) {
     memset(out, 0, sizeof *out);
     if (n == 0) {
-        out->tf = out->gen = NAN;
+        out->tf = out->gen = out->tf_true = out->gen_true = NAN;
         return GRAFT_OK;
     }
     int total = 0;
@@ -103,22 +104,28 @@ static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_it
     if (st == GRAFT_OK) st = graft_eval_tf(m, e, items, n, tf);
     if (st == GRAFT_OK) st = graft_eval_gen(m, e, items, n, gen);
     if (st == GRAFT_OK) {
-        double tf_sum = 0;
-        int gen_ok = 0, at = 0;
+        double tf_sum = 0, tf_true = 0;
+        int gen_ok = 0, gen_true = 0, at = 0;
         for (int i = 0; i < n; i++) {
-            int good = 0, all = 1;
+            int good = 0, all = 1, good_t = 0, all_t = 1;
             for (int k = 0; k < items[i].n_target; k++) {
-                int want_tf = ref_tf ? ref_tf[at + k] : items[i].target[k];
-                int want_gen = ref_gen ? ref_gen[at + k] : items[i].target[k];
+                int own = items[i].target[k];
+                int want_tf = ref_tf ? ref_tf[at + k] : own, want_gen = ref_gen ? ref_gen[at + k] : own;
                 good += tf[at + k] == want_tf;
                 all &= gen[at + k] == want_gen;
+                good_t += tf[at + k] == own;
+                all_t &= gen[at + k] == own;
             }
             tf_sum += (double)good / items[i].n_target;
+            tf_true += (double)good_t / items[i].n_target;
             gen_ok += all;
+            gen_true += all_t;
             at += items[i].n_target;
         }
         out->tf = tf_sum / n;
         out->gen = (double)gen_ok / n;
+        out->tf_true = tf_true / n;
+        out->gen_true = (double)gen_true / n;
         out->n = n;
     }
     free(tf), free(gen);
@@ -130,6 +137,11 @@ static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_it
 typedef struct point {
     long edits;
     double es_tf, es_gen, err_tf, err_gen, trr_tf, trr_gen, gen_tf, gen_gen, ppl, sec_per_edit, elapsed;
+    double known_tf, known_gen;     /* upstream facts against their TRUE answers (held knowledge) */
+    double cf_es, cf_ps, cf_ns;     /* CounterFact scores: NLL(new) vs NLL(true) comparisons */
+    double dw_norm;                 /* sqrt(sum over tensors of ||W - W0||^2) */
+    double gen_entropy;             /* n-gram entropy of greedy continuations of fixed prompts */
+    int collapsed;
     long keys;
 } point;
 
@@ -140,6 +152,13 @@ typedef struct runner {
     graft_dataset ds;
     int n;                 /* edits in this stream */
     item_set edits, reph, up;
+    /* CounterFact comparisons: the same prompts with the TRUE answer, and the
+     * neighbourhood prompts with the NEW target (CounterFact-style data only) */
+    item_set edits_true, reph_true, nb_true, nb_new;
+    float *w0;             /* base copy of every parameter, for ||W - W0|| (NULL when too big) */
+    double known0, ppl0;   /* the baseline for collapse detection */
+    long collapse_at;      /* first evaluation point judged collapsed, -1 none */
+    char collapse_why[96];
     int *base_tf, *base_gen; /* unedited predictions on the upstream set */
     int *ppl_ids;
     size_t n_ppl;
@@ -195,7 +214,31 @@ static graft_status prepare(runner *R) {
         graft_edit_request *q = &R->ds.req[i];
         graft_status st = set_add(&R->edits, R->tok, q->prompt, q->target, i);
         for (int k = 0; st == GRAFT_OK && k < q->n_rephrases; k++) st = set_add(&R->reph, R->tok, q->rephrases[k], q->target, i);
+        if (st == GRAFT_OK && q->ground_truth) {
+            st = set_add(&R->edits_true, R->tok, q->prompt, q->ground_truth, i);
+            for (int k = 0; st == GRAFT_OK && k < q->n_rephrases; k++)
+                st = set_add(&R->reph_true, R->tok, q->rephrases[k], q->ground_truth, i);
+            for (int k = 0; st == GRAFT_OK && k < q->n_loc; k++) {
+                st = set_add(&R->nb_true, R->tok, q->loc_prompts[k], q->loc_answers[k], i);
+                if (st == GRAFT_OK) st = set_add(&R->nb_new, R->tok, q->loc_prompts[k], q->target, i);
+            }
+        }
         if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: row %d", o->data_path, q->row);
+    }
+    /* CounterFact scores need every request to have its true answer */
+    if (R->edits_true.n != R->n) {
+        set_free(&R->edits_true), set_free(&R->reph_true), set_free(&R->nb_true), set_free(&R->nb_new);
+    }
+    /* the base weights, for ||W - W0|| (skipped above 64M parameters: a copy would cost too much) */
+    size_t total = graft_param_table_numel(&R->m->params);
+    if (total <= ((size_t)64 << 20)) {
+        R->w0 = malloc(total * sizeof(float));
+        if (!R->w0) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        size_t at = 0;
+        for (int i = 0; i < R->m->params.n; i++) {
+            memcpy(R->w0 + at, R->m->params.p[i].data, R->m->params.p[i].numel * sizeof(float));
+            at += R->m->params.p[i].numel;
+        }
     }
     GRAFT_TRY(load_upstream(R));
     /* The unedited model's answers on the upstream set: TRR compares with these. */
@@ -246,6 +289,10 @@ static void point_json(FILE *f, const point *p) {
     num(f, "err_tf", p->err_tf, 0), num(f, "err_gen", p->err_gen, 0);
     num(f, "trr_tf", p->trr_tf, 0), num(f, "trr_gen", p->trr_gen, 0);
     num(f, "gen_tf", p->gen_tf, 0), num(f, "gen_gen", p->gen_gen, 0);
+    num(f, "known_tf", p->known_tf, 0), num(f, "known_gen", p->known_gen, 0);
+    num(f, "cf_efficacy", p->cf_es, 0), num(f, "cf_paraphrase", p->cf_ps, 0), num(f, "cf_neighborhood", p->cf_ns, 0);
+    num(f, "dw_norm", p->dw_norm, 0), num(f, "gen_entropy", p->gen_entropy, 0);
+    fprintf(f, "\"collapsed\": %s, ", p->collapsed ? "true" : "false");
     num(f, "ppl", p->ppl, 0), num(f, "sec_per_edit", p->sec_per_edit, 0);
     num(f, "elapsed_s", p->elapsed, 1);
     fputc('}', f);
@@ -317,6 +364,19 @@ static graft_status write_summary(runner *R, int finished) {
     cJSON_AddStringToObject(d, "trr", "upstream prompts: agreement with the unedited model's own predictions");
     cJSON_AddStringToObject(d, "gen_", "rephrased prompts of the edits so far produce the target");
     cJSON_AddStringToObject(d, "ppl", "perplexity of the upstream text through the editor, key at each window's last token");
+    cJSON_AddStringToObject(d, "known", "upstream facts answered with their TRUE answer (held knowledge; meaningful when the upstream set is facts the model knew)");
+    cJSON_AddStringToObject(d, "cf_efficacy", "CounterFact efficacy score: fraction of rewrite prompts where NLL(target_new) < NLL(target_true)");
+    cJSON_AddStringToObject(d, "cf_paraphrase", "CounterFact paraphrase score: the same on the rephrased prompts");
+    cJSON_AddStringToObject(d, "cf_neighborhood", "CounterFact neighbourhood score: fraction of neighbourhood prompts where NLL(true answer) < NLL(target_new)");
+    cJSON_AddStringToObject(d, "dw_norm", "sqrt of the summed squared differences of every weight from the unedited model");
+    cJSON_AddStringToObject(d, "gen_entropy", "weighted 2/3-gram entropy (bits) of 48 greedy tokens after up to 5 upstream prompts");
+    cJSON_AddStringToObject(d, "collapse", "the first evaluation point where held knowledge fell below half its start or perplexity grew tenfold");
+    if (R->collapse_at >= 0) {
+        cJSON *c = cJSON_AddObjectToObject(j, "collapse");
+        cJSON_AddNumberToObject(c, "at_edits", (double)R->collapse_at);
+        cJSON_AddStringToObject(c, "reason", R->collapse_why);
+    } else
+        cJSON_AddNullToObject(j, "collapse");
     cJSON_AddNumberToObject(j, "upstream_items", R->up.n);
     cJSON_AddNumberToObject(j, "rephrase_items", R->reph.n);
     if (R->n_pts) {
@@ -338,6 +398,76 @@ static graft_status write_summary(runner *R, int finished) {
     return st;
 }
 
+/* Fraction of pairs (a[i], b[i]) owned by edits < limit with nll(a) < nll(b):
+ * CounterFact's efficacy / paraphrase / neighbourhood scores. */
+static graft_status cf_score(runner *R, graft_editor *e, const item_set *a, const item_set *b, int limit, double *out) {
+    *out = NAN;
+    int n = 0;
+    while (n < a->n && a->owner[n] < limit) n++; /* items are grouped by owner, in order */
+    if (n == 0) return GRAFT_OK;
+    double *na = malloc((size_t)n * sizeof(double)), *nb = malloc((size_t)n * sizeof(double));
+    graft_status st = (na && nb) ? graft_eval_seq_nll(R->m, e, a->it, n, na) : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK) st = graft_eval_seq_nll(R->m, e, b->it, n, nb);
+    if (st == GRAFT_OK) {
+        int win = 0;
+        for (int i = 0; i < n; i++) win += na[i] < nb[i];
+        *out = (double)win / n;
+    }
+    free(na), free(nb);
+    return st;
+}
+
+static double weight_delta_norm(const runner *R) {
+    if (!R->w0) return NAN;
+    double s = 0;
+    size_t at = 0;
+    for (int i = 0; i < R->m->params.n; i++) {
+        const graft_param *p = &R->m->params.p[i];
+        for (size_t k = 0; k < p->numel; k++) {
+            double d = (double)p->data[k] - R->w0[at + k];
+            s += d * d;
+        }
+        at += p->numel;
+    }
+    return sqrt(s);
+}
+
+/* The mean, over up to 5 upstream prompts, of the weighted 2- and 3-gram
+ * entropy (bits; weights 2/3 and 4/3 as in ROME's generation entropy) of 48
+ * greedily generated tokens: a falling value flags degenerate, repetitive text. */
+static graft_status generation_entropy(runner *R, graft_editor *e, double *out) {
+    *out = NAN;
+    int np = R->up.n < 5 ? R->up.n : 5;
+    if (np == 0) return GRAFT_OK;
+    double sum = 0;
+    for (int i = 0; i < np; i++) {
+        graft_gen_opts o;
+        graft_gen_opts_default(&o);
+        o.max_new_tokens = 48;
+        o.stop_at_eos = 0;
+        int *gen = NULL;
+        size_t n = 0;
+        GRAFT_TRY(graft_editor_generate(e, R->m, R->up.it[i].prompt, (size_t)R->up.it[i].n_prompt, &o, NULL, NULL, &gen, &n));
+        double h[2] = {0, 0};
+        for (int order = 2; order <= 3; order++) {
+            int grams = (int)n - order + 1;
+            for (int a = 0; a < grams; a++) {
+                int seen = 0, count = 0;
+                for (int b = 0; b < grams && !seen; b++)
+                    if (b < a && !memcmp(gen + b, gen + a, (size_t)order * sizeof(int))) seen = 1;
+                if (seen) continue;
+                for (int b = 0; b < grams; b++) count += !memcmp(gen + b, gen + a, (size_t)order * sizeof(int));
+                double p = (double)count / grams;
+                h[order - 2] -= p * log2(p);
+            }
+        }
+        sum += (2.0 / 3.0 * h[0] + 4.0 / 3.0 * h[1]) / 2.0;
+        free(gen);
+    }
+    *out = sum / np;
+    return GRAFT_OK;
+}
+
 static graft_status evaluate(runner *R, long done) {
     point p;
     memset(&p, 0, sizeof p);
@@ -354,6 +484,16 @@ static graft_status evaluate(runner *R, long done) {
     p.err_tf = a.tf, p.err_gen = a.gen;
     if (st == GRAFT_OK) st = measure(R->m, e, R->up.it, R->up.n, R->base_tf, R->base_gen, &a);
     p.trr_tf = a.tf, p.trr_gen = a.gen;
+    p.known_tf = a.tf_true, p.known_gen = a.gen_true;
+    /* CounterFact: new beats true on the rewrite and paraphrase prompts; true
+     * beats new on the neighbourhood prompts (at 0 edits: over the whole stream) */
+    int lim = done > 0 ? (int)done : R->n;
+    p.cf_es = p.cf_ps = p.cf_ns = NAN;
+    if (st == GRAFT_OK && R->edits_true.n) st = cf_score(R, e, &R->edits, &R->edits_true, lim, &p.cf_es);
+    if (st == GRAFT_OK && R->reph_true.n) st = cf_score(R, e, &R->reph, &R->reph_true, lim, &p.cf_ps);
+    if (st == GRAFT_OK && R->nb_true.n) st = cf_score(R, e, &R->nb_true, &R->nb_new, lim, &p.cf_ns);
+    p.dw_norm = weight_delta_norm(R);
+    if (st == GRAFT_OK) st = generation_entropy(R, e, &p.gen_entropy);
     if (st == GRAFT_OK) {
         /* generalisation: rephrases of the edits so far; at 0 edits, of the whole stream (the baseline) */
         k = select_items(&R->reph, done > 0 ? (int)done : R->n, R->o->err_sample, &view);
@@ -375,6 +515,19 @@ static graft_status evaluate(runner *R, long done) {
         p.keys = done > 0 ? gs.n_keys : 0;
     }
     p.elapsed = R->elapsed_before + now_s() - R->t_start;
+    /* collapse: held knowledge below half its starting value, or upstream
+     * perplexity ten times its start; the run goes on and records the index */
+    if (done == 0) {
+        R->known0 = p.known_gen;
+        R->ppl0 = p.ppl;
+    } else if (R->collapse_at < 0) {
+        if (isfinite(R->known0) && R->known0 > 0 && p.known_gen < 0.5 * R->known0)
+            R->collapse_at = done,
+            snprintf(R->collapse_why, sizeof R->collapse_why, "held knowledge %.3f < half of %.3f", p.known_gen, R->known0);
+        else if (isfinite(R->ppl0) && p.ppl > 10 * R->ppl0)
+            R->collapse_at = done, snprintf(R->collapse_why, sizeof R->collapse_why, "perplexity %.1f > 10 x %.1f", p.ppl, R->ppl0);
+    }
+    p.collapsed = R->collapse_at >= 0;
     if (R->n_pts == R->cap_pts) {
         int cap = R->cap_pts ? 2 * R->cap_pts : 32;
         point *np = realloc(R->pts, (size_t)cap * sizeof *np);
@@ -435,7 +588,12 @@ static graft_status reload_points(runner *R, long done) {
             memset(&p, 0, sizeof p);
 #define GETD(f) do { const cJSON *v_ = cJSON_GetObjectItem(j, #f); p.f = cJSON_IsNumber(v_) ? v_->valuedouble : NAN; } while (0)
             GETD(es_tf); GETD(es_gen); GETD(err_tf); GETD(err_gen); GETD(trr_tf); GETD(trr_gen);
-            GETD(gen_tf); GETD(gen_gen); GETD(ppl); GETD(sec_per_edit);
+            GETD(gen_tf); GETD(gen_gen); GETD(ppl); GETD(sec_per_edit); GETD(known_tf); GETD(known_gen);
+            GETD(dw_norm); GETD(gen_entropy);
+            { const cJSON *v_ = cJSON_GetObjectItem(j, "cf_efficacy"); p.cf_es = cJSON_IsNumber(v_) ? v_->valuedouble : NAN; }
+            { const cJSON *v_ = cJSON_GetObjectItem(j, "cf_paraphrase"); p.cf_ps = cJSON_IsNumber(v_) ? v_->valuedouble : NAN; }
+            { const cJSON *v_ = cJSON_GetObjectItem(j, "cf_neighborhood"); p.cf_ns = cJSON_IsNumber(v_) ? v_->valuedouble : NAN; }
+            p.collapsed = cJSON_IsTrue(cJSON_GetObjectItem(j, "collapsed"));
 #undef GETD
             p.edits = (long)e->valuedouble;
             const cJSON *k = cJSON_GetObjectItem(j, "keys"), *el = cJSON_GetObjectItem(j, "elapsed_s");
@@ -459,6 +617,16 @@ static graft_status reload_points(runner *R, long done) {
     free(kept);
     if (st != GRAFT_OK) return st;
     R->elapsed_before = R->n_pts ? R->pts[R->n_pts - 1].elapsed : 0;
+    /* the collapse baseline and verdict travel with the points */
+    if (R->n_pts) {
+        R->known0 = R->pts[0].known_gen;
+        R->ppl0 = R->pts[0].ppl;
+        for (int i = 0; i < R->n_pts && R->collapse_at < 0; i++)
+            if (R->pts[i].collapsed) {
+                R->collapse_at = R->pts[i].edits;
+                snprintf(R->collapse_why, sizeof R->collapse_why, "recorded before the run was resumed");
+            }
+    }
     long last_point = R->n_pts ? R->pts[R->n_pts - 1].edits : 0;
     es_ctx c = {R, last_point};
     return graft_journal_each(R->j, es_from_journal, &c);
@@ -494,6 +662,8 @@ static graft_status journal_edit(runner *R, int i, const graft_edit_info *info, 
 static void runner_free(runner *R) {
     graft_dataset_free(&R->ds);
     set_free(&R->edits), set_free(&R->reph), set_free(&R->up);
+    set_free(&R->edits_true), set_free(&R->reph_true), set_free(&R->nb_true), set_free(&R->nb_new);
+    free(R->w0);
     free(R->base_tf), free(R->base_gen), free(R->ppl_ids);
     if (R->e) R->e->ops->free(R->e);
     graft_journal_close(R->j);
@@ -507,6 +677,7 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     R.m = m;
     R.o = o;
     R.t_start = now_s();
+    R.collapse_at = -1;
     if (o->batch != 1 && !strcmp(o->method, "grace"))
         return graft_fail(GRAFT_ERR_INVALID, "GRACE applies one request at a time (--batch 1), as the official code does");
     graft_status st = prepare(&R);
