@@ -15,6 +15,7 @@ int cmd_edit(int argc, char **argv);
 int cmd_edits(int argc, char **argv);
 int cmd_export(int argc, char **argv); /* FT baselines task: merge weight edits into an HF folder */
 int cmd_report(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);

@@ -16,6 +16,7 @@ static const struct {
     {"bench", cmd_bench, "speed and memory benchmarks"},
     {"edit", cmd_edit, "stream edit requests into a model and measure ES/ERR/TRR/generalisation"},
     {"eval", cmd_eval, "accuracy on prompt -> answer facts (exact match and token accuracy), perplexity"},
+    {"compare", cmd_compare, "the same edit stream through several methods: table, plot, collapse points"},
     {"report", cmd_report, "print the evaluation points of an edit run as a table"},
     {"edits", cmd_edits, "list, show, undo or export the edits of a run/adaptor folder"},
     {"export", cmd_export, "merge the weight edits of a run folder into the model; write an HF folder"},

@@ -68,8 +68,8 @@ typedef struct graft_series {
     const char *name;
     const double *x, *y;
     int n;
-    int dashed;
-    int color; /* 1-based palette index; 0: by position */
+    int dashed; /* 0 solid, 1 dashed, 2 dotted */
+    int color;  /* 1-based palette index; 0: by position */
 } graft_series;
 
 /* Write an SVG line plot (title, axis labels, ticks, legend) atomically.

@@ -99,8 +99,8 @@ graft_status graft_svg_line_plot(const char *path, const char *title, const char
     for (int k = 0; k < n_series; k++) {
         int ci = s[k].color > 0 ? s[k].color - 1 : k;
         const char *col = palette[ci % (int)(sizeof palette / sizeof palette[0])];
-        fprintf(f, "<polyline clip-path=\"url(#area)\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col,
-                s[k].dashed ? " stroke-dasharray=\"6 4\"" : "");
+        const char *dash = s[k].dashed == 1 ? " stroke-dasharray=\"6 4\"" : s[k].dashed == 2 ? " stroke-dasharray=\"2 3\"" : "";
+        fprintf(f, "<polyline clip-path=\"url(#area)\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", col, dash);
         for (int i = 0; i < s[k].n; i++)
             if (isfinite(s[k].x[i]) && isfinite(s[k].y[i])) fprintf(f, "%.1f,%.1f ", PX(s[k].x[i]), PY(s[k].y[i]));
         fprintf(f, "\"/>\n");
@@ -110,7 +110,7 @@ graft_status graft_svg_line_plot(const char *path, const char *title, const char
                     fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", PX(s[k].x[i]), PY(s[k].y[i]), col);
         double ly = T + 14 + 20 * k;
         fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"3\"%s/>\n", L + pw + 12,
-                ly, L + pw + 36, ly, col, s[k].dashed ? " stroke-dasharray=\"6 4\"" : "");
+                ly, L + pw + 36, ly, col, dash);
         fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">", L + pw + 42, ly + 4);
         escape(f, s[k].name);
         fprintf(f, "</text>\n");

@@ -689,14 +689,16 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
         R.summary_path = graft_path_join(o->out_dir, "summary.json");
         if (!R.results_path || !R.plot_path || !R.summary_path) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
     }
+    char fp[128];
+    graft_model_fingerprint(m, fp, sizeof fp);
     int64_t live = 0, last_seq = -1;
     if (st == GRAFT_OK) st = graft_journal_replay(R.j, R.e, &live, &last_seq);
     if (st == GRAFT_OK && last_seq >= 0 && !o->resume)
         st = graft_fail(GRAFT_ERR_INVALID, "%s already holds a run with %lld edits: add --resume to continue it, or choose another --out",
                         o->out_dir, (long long)(last_seq + 1));
-    /* the settings a resumed run must share with its start */
-    char fp[128], n_str[32], *opts = NULL;
-    graft_model_fingerprint(m, fp, sizeof fp);
+    /* the settings a resumed run must share with its start (fingerprint taken
+     * before any replay: weight editors change the weights it reads) */
+    char n_str[32], *opts = NULL;
     snprintf(n_str, sizeof n_str, "%d", R.n);
     if (st == GRAFT_OK) st = graft_editor_opts_json(R.e, &opts);
     if (st == GRAFT_OK) st = check_meta(&R, "method", o->method);
@@ -759,7 +761,9 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     }
     if (o->progress) graft_progress_end(&pg);
     if (st == GRAFT_OK) {
-        char *cb = graft_path_join(o->out_dir, "codebook.safetensors");
+        /* GRACE's state is its codebook; weight editors export their deltas */
+        char *cb = graft_path_join(o->out_dir, strcmp(R.e->ops->name, "grace") ? "edit_state.safetensors"
+                                                                                : "codebook.safetensors");
         if (!cb) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
         else if (R.e->ops->export_st) st = R.e->ops->export_st(R.e, cb);
         free(cb);

@@ -1,0 +1,220 @@
+/* cmd_compare.c - graft compare: the same edit stream through several
+ * methods, each on a freshly loaded model, then one table and one plot of
+ * retention (ERR), locality (TRR) and held knowledge against edits, with the
+ * collapse point of each method. This is the forgetting study's driver. */
+#include "cli.h"
+#include "edit/stream.h"
+#include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *out) {
+    fputs("usage: graft compare [-m MODEL] --methods grace,rome,memit,emmet,ft,ftl,ewc --data FILE --out DIR\n"
+          "                     [--n N] [--format F] [--eval-every K] [--upstream FILE] [--upstream-n N]\n"
+          "                     [--ppl-text FILE] [--err-sample N] [--opts METHOD=JSON ...] [--resume]\n"
+          "Runs `graft edit` on the same stream for every method (DIR/METHOD is each run folder),\n"
+          "then writes DIR/compare.md, DIR/compare.json and DIR/compare.svg: per method, the final\n"
+          "metrics and the edit index where it collapsed (held knowledge below half its start or\n"
+          "perplexity tenfold), and the curves of ERR (solid), TRR (dashed) and held knowledge (dotted).\n"
+          "  --opts METHOD=JSON   editor options for one method, e.g. --opts 'grace={\"eps_init\": 3}'\n",
+          out);
+}
+
+typedef struct {
+    char name[32];
+    const char *opts;
+    double *x, *err, *trr, *known;
+    int n;
+    cJSON *last, *summary;
+} method_run;
+
+static double num(const cJSON *j, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(j, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static graft_status read_run(const char *dir, method_run *mr) {
+    char *path = graft_path_join(dir, "results.jsonl"), *text = NULL;
+    graft_status st = graft_read_file(path, &text, NULL);
+    free(path);
+    if (st != GRAFT_OK) return st;
+    int cap = 64;
+    mr->x = malloc(cap * sizeof(double)), mr->err = malloc(cap * sizeof(double));
+    mr->trr = malloc(cap * sizeof(double)), mr->known = malloc(cap * sizeof(double));
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue;
+        if (mr->n == cap) {
+            cap *= 2;
+            mr->x = realloc(mr->x, cap * sizeof(double)), mr->err = realloc(mr->err, cap * sizeof(double));
+            mr->trr = realloc(mr->trr, cap * sizeof(double)), mr->known = realloc(mr->known, cap * sizeof(double));
+        }
+        mr->x[mr->n] = num(j, "edits");
+        mr->err[mr->n] = num(j, "err_gen");
+        mr->trr[mr->n] = num(j, "trr_gen");
+        mr->known[mr->n] = num(j, "known_gen");
+        mr->n++;
+        cJSON_Delete(mr->last);
+        mr->last = j;
+    }
+    free(text);
+    char *sp = graft_path_join(dir, "summary.json"), *stext = NULL;
+    if (graft_read_file(sp, &stext, NULL) == GRAFT_OK) mr->summary = cJSON_Parse(stext);
+    free(sp), free(stext);
+    return mr->n ? GRAFT_OK : graft_fail(GRAFT_ERR_FORMAT, "%s: no evaluation points", dir);
+}
+
+static void fmt(char *b, size_t n, double v, const char *f) {
+    if (isfinite(v)) snprintf(b, n, f, v);
+    else snprintf(b, n, "-");
+}
+
+int cmd_compare(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},    {"methods", required_argument, 0, 'M'}, {"data", required_argument, 0, 'd'},
+        {"out", required_argument, 0, 'o'},      {"n", required_argument, 0, 'n'},       {"format", required_argument, 0, 'f'},
+        {"eval-every", required_argument, 0, 'k'}, {"upstream", required_argument, 0, 'u'}, {"upstream-n", required_argument, 0, 'U'},
+        {"ppl-text", required_argument, 0, 'p'}, {"err-sample", required_argument, 0, 'e'}, {"opts", required_argument, 0, 'O'},
+        {"resume", no_argument, 0, 'r'},         {"tokenizer", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL;
+    const char *mopts[16][2];
+    int n_mopts = 0, c;
+    graft_stream_opts so;
+    graft_stream_opts_default(&so);
+    long v;
+    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'M': methods = optarg; break;
+        case 'd': so.data_path = optarg; break;
+        case 'o': out = optarg; break;
+        case 'n': if (cli_parse_int("compare", "--n", optarg, 1, 1L << 30, &so.n)) return 2; break;
+        case 'f': so.format = optarg; break;
+        case 'k': if (cli_parse_int("compare", "--eval-every", optarg, 1, 1L << 30, &v)) return 2; so.eval_every = (int)v; break;
+        case 'u': so.upstream_path = optarg; break;
+        case 'U': if (cli_parse_int("compare", "--upstream-n", optarg, 1, 1L << 30, &so.upstream_n)) return 2; break;
+        case 'p': so.ppl_path = optarg; break;
+        case 'e': if (cli_parse_int("compare", "--err-sample", optarg, 1, 1L << 30, &so.err_sample)) return 2; break;
+        case 'O': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || n_mopts == 16) return cli_fail("compare", "--opts wants METHOD=JSON (at most 16)"), 2;
+            mopts[n_mopts][0] = strndup(optarg, (size_t)(eq - optarg));
+            mopts[n_mopts++][1] = eq + 1;
+            break;
+        }
+        case 'r': so.resume = 1; break;
+        case 'T': tok = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || !methods || !so.data_path || !out) {
+        cli_fail("compare", "--methods, --data and --out are required");
+        usage(stderr);
+        return 2;
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) return cli_fail("compare", "%s: cannot create: %s", out, strerror(errno));
+
+    method_run runs[16];
+    memset(runs, 0, sizeof runs);
+    int nm = 0;
+    char *list = strdup(methods);
+    for (char *tokn = strtok(list, ","); tokn && nm < 16; tokn = strtok(NULL, ",")) {
+        snprintf(runs[nm].name, sizeof runs[nm].name, "%s", tokn);
+        runs[nm].opts = "{}";
+        for (int i = 0; i < n_mopts; i++)
+            if (!strcmp(mopts[i][0], tokn)) runs[nm].opts = mopts[i][1];
+        nm++;
+    }
+    free(list);
+    int rc = 0;
+    for (int i = 0; i < nm && rc == 0; i++) {
+        /* a fresh model for every method: weight editors change the weights */
+        graft_model *m = NULL;
+        if (cli_load_model("compare", model, tok, &m)) return 1;
+        char *dir = graft_path_join(out, runs[i].name);
+        graft_stream_opts o = so;
+        o.model_path = model ? model : cli_default_model();
+        o.method = runs[i].name;
+        o.editor_opts = runs[i].opts;
+        o.out_dir = dir;
+        char *jp = graft_path_join(dir, "journal.sqlite");
+        if (graft_path_exists(jp)) o.resume = 1; /* an earlier, interrupted compare continues */
+        free(jp);
+        fprintf(stderr, "== %s ==\n", runs[i].name);
+        graft_status st = graft_stream_run(m, &o);
+        if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
+        graft_model_free(m);
+        free(dir);
+    }
+    for (int i = 0; i < n_mopts; i++) free((char *)mopts[i][0]);
+    if (rc) return rc;
+
+    /* the table */
+    char *md_path = graft_path_join(out, "compare.md"), *js_path = graft_path_join(out, "compare.json");
+    char *svg_path = graft_path_join(out, "compare.svg");
+    FILE *md = fopen(md_path, "w");
+    cJSON *js = cJSON_CreateObject();
+    if (!md) return cli_fail("compare", "%s: cannot write", md_path);
+    fprintf(md, "| method | edits | ES (gen) | ERR (gen) | ERR (tf) | TRR (gen) | held knowledge (gen) | generalisation (gen) | "
+                "CF efficacy | CF paraphrase | CF neighbourhood | PPL | ||W-W0|| | gen. entropy | s/edit | collapse at |\n");
+    fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    graft_series s[48];
+    int ns = 0;
+    for (int i = 0; i < nm; i++) {
+        char *dir = graft_path_join(out, runs[i].name);
+        graft_status st = read_run(dir, &runs[i]);
+        free(dir);
+        if (st != GRAFT_OK) {
+            rc = cli_fail_status("compare", st);
+            continue;
+        }
+        const cJSON *L = runs[i].last;
+        const cJSON *col = runs[i].summary ? cJSON_GetObjectItem(runs[i].summary, "collapse") : NULL;
+        double at = cJSON_IsObject(col) ? num(col, "at_edits") : NAN;
+        char b[16][32];
+        double vals[15] = {num(L, "edits"), num(L, "es_gen"), num(L, "err_gen"), num(L, "err_tf"), num(L, "trr_gen"),
+                           num(L, "known_gen"), num(L, "gen_gen"), num(L, "cf_efficacy"), num(L, "cf_paraphrase"),
+                           num(L, "cf_neighborhood"), num(L, "ppl"), num(L, "dw_norm"), num(L, "gen_entropy"),
+                           num(L, "sec_per_edit"), at};
+        for (int k = 0; k < 15; k++) fmt(b[k], sizeof b[k], vals[k], k == 0 || k == 14 ? "%.0f" : k >= 10 && k <= 12 ? "%.3g" : "%.3f");
+        fprintf(md, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", runs[i].name,
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                isfinite(at) ? b[14] : "none");
+        cJSON *mj = cJSON_AddObjectToObject(js, runs[i].name);
+        cJSON_AddItemToObject(mj, "final", cJSON_Duplicate(L, 1));
+        if (isfinite(at)) cJSON_AddNumberToObject(mj, "collapse_at", at);
+        else cJSON_AddNullToObject(mj, "collapse_at");
+        static char names[16][3][80];
+        const double *ys[3] = {runs[i].err, runs[i].trr, runs[i].known};
+        const char *what[3] = {"ERR", "TRR", "known"};
+        for (int k = 0; k < 3 && ns < 48; k++) {
+            snprintf(names[i][k], sizeof names[i][k], "%.31s %s", runs[i].name, what[k]);
+            s[ns++] = (graft_series){names[i][k], runs[i].x, ys[k], runs[i].n, k, i + 1};
+        }
+    }
+    fclose(md);
+    char *jtext = cJSON_Print(js);
+    graft_status st = jtext ? graft_write_file_atomic(js_path, jtext, strlen(jtext)) : GRAFT_ERR_NOMEM;
+    free(jtext);
+    cJSON_Delete(js);
+    if (st == GRAFT_OK)
+        st = graft_svg_line_plot(svg_path, "Sequential editing: retention and forgetting per method\n"
+                                           "solid: ERR (earlier edits kept); dashed: TRR (unrelated prompts kept); dotted: held knowledge",
+                                 "edits applied", "exact-match accuracy (gen)", s, ns, 0.0, 1.0);
+    if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
+    else printf("wrote %s, %s, %s\n", md_path, js_path, svg_path);
+    for (int i = 0; i < nm; i++) {
+        free(runs[i].x), free(runs[i].err), free(runs[i].trr), free(runs[i].known);
+        cJSON_Delete(runs[i].last), cJSON_Delete(runs[i].summary);
+    }
+    free(md_path), free(js_path), free(svg_path);
+    return rc;
+}
