@@ -8,6 +8,7 @@
 #include "edit/journal.h"
 #include "model/save.h"
 #include "test.h"
+#include "test_util.h"
 
 #include <cjson/cJSON.h>
 #include <unistd.h>
@@ -704,30 +705,6 @@ static void test_options(void) {
 
 /* ---------------------------------------------------------------- stories260K */
 
-static int encode(graft_tokenizer *tok, const char *text, int bos, int *ids) {
-    int *raw = NULL;
-    size_t n = 0;
-    if (graft_tokenize(tok, text, strlen(text), &raw, &n) != GRAFT_OK) return 0;
-    int k = 0;
-    if (bos) ids[k++] = 1;
-    for (size_t i = 0; i < n; i++) ids[k++] = raw[i];
-    free(raw);
-    return k;
-}
-
-static int greedy_is(graft_model *m, const int *p, int np, const int *t, int nt) {
-    graft_gen_opts o;
-    graft_gen_opts_default(&o);
-    o.max_new_tokens = nt;
-    o.stop_at_eos = 0;
-    int *out = NULL;
-    size_t n = 0;
-    if (graft_generate_ids(m, p, (size_t)np, &o, NULL, NULL, &out, &n) != GRAFT_OK) return 0;
-    int ok = n == (size_t)nt && memcmp(out, t, (size_t)nt * sizeof(int)) == 0;
-    free(out);
-    return ok;
-}
-
 static void test_stories(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/stories260K.bin", test_data_dir());
@@ -738,11 +715,11 @@ static void test_stories(void) {
     CHECK(tok != NULL);
     if (!tok) return;
     int p1[64], t1[16], p2[64], t2[16];
-    int np1 = encode(tok, "Once upon a time, there was a little girl named", 1, p1);
-    int nt1 = encode(tok, "Tom", 0, t1);
-    int np2 = encode(tok, "The dog liked to eat", 1, p2);
-    int nt2 = encode(tok, "ball", 0, t2);
-    CHECK(!greedy_is(m, p1, np1, t1, nt1) && !greedy_is(m, p2, np2, t2, nt2));
+    int np1 = test_encode(tok, "Once upon a time, there was a little girl named", 1, p1);
+    int nt1 = test_encode(tok, "Tom", 0, t1);
+    int np2 = test_encode(tok, "The dog liked to eat", 1, p2);
+    int nt2 = test_encode(tok, "ball", 0, t2);
+    CHECK(!test_greedy_is(m, NULL, p1, np1, t1, nt1) && !test_greedy_is(m, NULL, p2, np2, t2, nt2));
     size_t nw;
     float *base = all_weights(m, &nw);
 
@@ -757,9 +734,9 @@ static void test_stories(void) {
     printf("stories260K ft: %d steps, loss %.4f -> %.4f, reproduced %d\n", info.iterations, info.loss_first,
            info.loss_last, info.reproduced);
     CHECK(info.reproduced && info.loss_last < info.loss_first);
-    CHECK_MSG(greedy_is(m, p1, np1, t1, nt1), "after the FT edit the target is not the greedy continuation");
+    CHECK_MSG(test_greedy_is(m, NULL, p1, np1, t1, nt1), "after the FT edit the target is not the greedy continuation");
     CHECK_OK(e->ops->apply(e, &r2, &info, &c2));
-    CHECK(info.reproduced && greedy_is(m, p2, np2, t2, nt2));
+    CHECK(info.reproduced && test_greedy_is(m, NULL, p2, np2, t2, nt2));
     /* replay on a fresh copy of the checkpoint: bit-identical */
     graft_model *m2 = NULL;
     CHECK_OK(graft_model_load(path, &m2));
@@ -785,7 +762,7 @@ static void test_stories(void) {
         printf("stories260K ftl: %d steps, prompt_last loss %.4f -> %.4f, reproduced %d\n", info.iterations,
                info.loss_first, info.loss_last, info.reproduced);
         CHECK(info.loss_last < info.loss_first);
-        CHECK(greedy_is(m, p1, np1, t1, nt1));
+        CHECK(test_greedy_is(m, NULL, p1, np1, t1, nt1));
         int ok;
         check_ball(e, NULL, 0.05f, &ok);
         CHECK(ok);

@@ -4,21 +4,13 @@
  * rules, change-record replay (save/load) and undo. */
 #include "edit/editor.h"
 #include "test.h"
+#include "test_util.h"
 
 #include <unistd.h>
 
 static graft_tokenizer *tok;
 
-static int encode(const char *text, int bos, int *ids) {
-    int *raw = NULL;
-    size_t n = 0;
-    if (graft_tokenize(tok, text, strlen(text), &raw, &n) != GRAFT_OK) return 0;
-    int k = 0;
-    if (bos) ids[k++] = 1;
-    for (size_t i = 0; i < n; i++) ids[k++] = raw[i];
-    free(raw);
-    return k;
-}
+static int encode(const char *text, int bos, int *ids) { return test_encode(tok, text, bos, ids); }
 
 /* Last-row logits of a prompt, through the editor when e != NULL. */
 static void last_logits(graft_model *m, graft_editor *e, const int *ids, int n, float *out) {
@@ -60,19 +52,6 @@ static float dist(const float *a, const float *b, int n) {
     return (float)sqrt(acc);
 }
 
-static int greedy_is(graft_model *m, graft_editor *e, const int *p, int np, const int *t, int nt) {
-    graft_gen_opts o;
-    graft_gen_opts_default(&o);
-    o.max_new_tokens = nt;
-    o.stop_at_eos = 0;
-    int *out = NULL;
-    size_t n = 0;
-    if (graft_editor_generate(e, m, p, (size_t)np, &o, NULL, NULL, &out, &n) != GRAFT_OK) return 0;
-    int ok = n == (size_t)nt && memcmp(out, t, (size_t)nt * sizeof(int)) == 0;
-    free(out);
-    return ok;
-}
-
 static void test_stories(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/stories260K.bin", test_data_dir());
@@ -98,7 +77,7 @@ static void test_stories(void) {
     int nt2 = encode("ball", 0, t2);
     int nf = encode("Tom and Sam went to the big park to play with a ball", 1, far);
     CHECK(np1 > 2 && nt1 >= 1 && np2 > 2 && nt2 >= 1);
-    CHECK(!greedy_is(m, NULL, p1, np1, t1, nt1)); /* the model does not say it before */
+    CHECK(!test_greedy_is(m, NULL, p1, np1, t1, nt1)); /* the model does not say it before */
 
     float *base_far = malloc((size_t)V * sizeof(float)), *now = malloc((size_t)V * sizeof(float));
     last_logits(m, NULL, far, nf, base_far);
@@ -110,10 +89,10 @@ static void test_stories(void) {
     CHECK_MSG(info.reproduced && !strcmp(info.action, "add"), "edit 1: reproduced %d, action %s, %d iterations, loss %.4f -> %.4f (target %d tokens)",
               info.reproduced, info.action, info.iterations, info.loss_first, info.loss_last, nt1);
     CHECK(info.loss_last < info.loss_first);
-    CHECK_MSG(greedy_is(m, e, p1, np1, t1, nt1), "greedy generation does not give the edited target");
+    CHECK_MSG(test_greedy_is(m, e, p1, np1, t1, nt1), "greedy generation does not give the edited target");
     CHECK_OK(e->ops->apply(e, &r2, &info, &c2));
     CHECK(info.reproduced);
-    CHECK(greedy_is(m, e, p1, np1, t1, nt1) && greedy_is(m, e, p2, np2, t2, nt2)); /* both stick */
+    CHECK(test_greedy_is(m, e, p1, np1, t1, nt1) && test_greedy_is(m, e, p2, np2, t2, nt2)); /* both stick */
 
     /* outside every radius: bit-identical to the unedited model */
     last_logits(m, e, far, nf, now);
@@ -137,7 +116,7 @@ static void test_stories(void) {
         CHECK(memcmp(k1, k2, (size_t)s.key_dim * 4) == 0 && memcmp(v1, v2, (size_t)s.value_dim * 4) == 0);
         CHECK(eps1 == eps2 && n1 == n2 && memcmp(l1, l2, (size_t)n1 * sizeof(int)) == 0 && d1 == d2);
     }
-    CHECK(greedy_is(m, e2, p1, np1, t1, nt1));
+    CHECK(test_greedy_is(m, e2, p1, np1, t1, nt1));
     /* a truncated record is an error, not a crash */
     graft_editor *e3 = NULL;
     CHECK_OK(graft_grace_create(m, &o, &e3));
@@ -158,7 +137,7 @@ static void test_stories(void) {
 
     /* undo both: the unedited model again, bit for bit */
     CHECK_OK(e->ops->revert(e, c2.data, c2.len));
-    CHECK(!greedy_is(m, e, p2, np2, t2, nt2) && greedy_is(m, e, p1, np1, t1, nt1));
+    CHECK(!test_greedy_is(m, e, p2, np2, t2, nt2) && test_greedy_is(m, e, p1, np1, t1, nt1));
     CHECK_OK(e->ops->revert(e, c1.data, c1.len));
     last_logits(m, e, p1, np1, now);
     float *base1 = malloc((size_t)V * sizeof(float));
