@@ -120,7 +120,8 @@ int cmd_compare(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) return cli_fail("compare", "%s: cannot create: %s", out, strerror(errno));
+    graft_status mst = graft_mkdir_p(out);
+    if (mst != GRAFT_OK) return cli_fail_status("compare", mst);
 
     method_run runs[16];
     memset(runs, 0, sizeof runs);

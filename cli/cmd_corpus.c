@@ -357,27 +357,6 @@ static void corpus_free(corpus *C) {
 
 /* ---------------------------------------------------------------- files */
 
-static int mkdir_p(const char *path) {
-    char *p = strdup(path);
-    if (!p) return cli_fail(CMD, "out of memory");
-    for (char *q = p + 1;; q++) {
-        if (*q == '/' || *q == '\0') {
-            char c = *q;
-            *q = '\0';
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-                int e = errno;
-                cli_fail(CMD, "cannot create directory %s: %s", p, strerror(e));
-                free(p);
-                return 1;
-            }
-            *q = c;
-            if (!c) break;
-        }
-    }
-    free(p);
-    if (!graft_path_is_dir(path)) return cli_fail(CMD, "%s exists and is not a directory", path);
-    return 0;
-}
 
 static int write_out(const char *dir, const char *name, const sbuf *b) {
     if (b->oom) return cli_fail(CMD, "out of memory while building %s", name);
@@ -726,7 +705,11 @@ int cmd_corpus(int argc, char **argv) {
               E.n, T.n, Z.n);
 
     /* 6. write */
-    if (mkdir_p(out_dir)) goto done;
+    graft_status mst = graft_mkdir_p(out_dir);
+    if (mst != GRAFT_OK) {
+        cli_fail_status(CMD, mst);
+        goto done;
+    }
     if (write_out(out_dir, "train.jsonl", &b_train) || write_out(out_dir, "heldout_templates.jsonl", &b_ho) ||
         write_out(out_dir, "known_facts.jsonl", &b_known) || write_out(out_dir, "edit_stream.json", &b_stream) ||
         write_out(out_dir, "heldout_text.txt", &C.text) || write_out(out_dir, "README.md", &b_readme))

@@ -56,6 +56,8 @@ graft_status graft_read_file(const char *path, char **data, size_t *size);
 /* Write a file atomically: write to path.tmp, fsync, rename over path. */
 graft_status graft_write_file_atomic(const char *path, const void *data, size_t size);
 bool graft_path_is_dir(const char *path);
+/* mkdir -p: create path and any missing parents. */
+graft_status graft_mkdir_p(const char *path);
 bool graft_path_exists(const char *path);
 /* malloc'ed "dir/name". */
 char *graft_path_join(const char *dir, const char *name);

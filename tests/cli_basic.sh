@@ -31,7 +31,9 @@ TOK=$DATA/tok512.bin
 
 # --help everywhere, usage errors exit 2
 expect_rc 0 "graft --help" -- "$GRAFT" --help
-for c in generate score tokenize inspect bench; do expect_rc 0 "$c --help" -- "$GRAFT" $c --help; done
+for c in generate score tokenize inspect bench edit edits report eval compare train corpus stats export; do
+  expect_rc 0 "$c --help" -- "$GRAFT" $c --help
+done
 expect_rc 2 "unknown command" -- "$GRAFT" frobnicate
 expect_rc 2 "unknown option" -- "$GRAFT" generate --bogus
 expect_rc 2 "bad -n" -- "$GRAFT" generate -m "$BIN" -n many

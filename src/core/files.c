@@ -162,3 +162,26 @@ char *graft_path_dirname(const char *path) {
     if (slash == path) return strdup("/");
     return strndup(path, (size_t)(slash - path));
 }
+
+graft_status graft_mkdir_p(const char *path) {
+    if (!path || !*path) return graft_fail(GRAFT_ERR_INVALID, "mkdir: empty path");
+    size_t n = strlen(path);
+    char *p = malloc(n + 1);
+    if (!p) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(p, path, n + 1);
+    /* create each prefix in turn; an existing folder on the way is fine */
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        char keep = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            graft_status st = graft_fail(GRAFT_ERR_IO, "%s: cannot create the folder: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        p[i] = keep;
+    }
+    free(p);
+    if (!graft_path_is_dir(path)) return graft_fail(GRAFT_ERR_IO, "%s: exists and is not a folder", path);
+    return GRAFT_OK;
+}

@@ -44,8 +44,7 @@ static const char *schema =
 
 graft_status graft_journal_open(const char *dir, int create, graft_journal **out) {
     *out = NULL;
-    if (create && !graft_path_is_dir(dir) && mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return graft_fail(GRAFT_ERR_IO, "%s: cannot create the folder: %s", dir, strerror(errno));
+    if (create) GRAFT_TRY(graft_mkdir_p(dir));
     graft_journal *j = calloc(1, sizeof *j);
     if (!j) return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
     j->path = graft_path_join(dir, "journal.sqlite");

@@ -169,32 +169,6 @@ graft_status graft_sb_write_file(const graft_sbuf *b, const char *path) {
     return graft_write_file_atomic(path, b->s ? b->s : "", b->len);
 }
 
-/* ================================================================ folders */
-
-graft_status graft_mkdir_p(const char *dir) {
-    if (!dir || !*dir) return graft_fail(GRAFT_ERR_INVALID, "mkdir: empty path");
-    char *p = strdup(dir);
-    if (!p) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", dir);
-    /* Walk the components left to right; existing ones are fine. */
-    for (char *s = p + 1;; s++) {
-        bool end = *s == '\0';
-        if (*s == '/' || end) {
-            char keep = *s;
-            *s = '\0';
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-                graft_status st = graft_fail(GRAFT_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
-                free(p);
-                return st;
-            }
-            *s = keep;
-        }
-        if (end) break;
-    }
-    bool ok = graft_path_is_dir(dir);
-    free(p);
-    return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_IO, "%s: exists and is not a folder", dir);
-}
-
 /* ================================================================ config.json */
 
 /* One "key": value line; values are pre-rendered JSON. */

@@ -36,8 +36,6 @@ graft_status graft_sb_write_file(const graft_sbuf *b, const char *path);
 
 /* ================================================================ folders */
 
-/* mkdir -p: create dir and its missing parents (mode 0755). */
-graft_status graft_mkdir_p(const char *dir);
 
 /* ================================================================ saving */
 
