@@ -704,12 +704,14 @@ graft_status graft_wedit_cov(graft_wedit *w, int layer, double shift, graft_cov 
     memset(c, 0, sizeof *c);
     const char *name = graft_wedit_method_name(w->method);
     if (!w->o.stats[0]) {
-        if (!w->warned)
+        /* said once per process: a stream may rebuild its editor several times */
+        static int said;
+        if (!said && !w->warned)
             fprintf(stderr,
                     "graft %s: no statistics file (--stats, from `graft stats`): using C = I, i.e. no covariance "
                     "adjustment; edits will be less specific\n",
                     name);
-        w->warned = 1;
+        said = w->warned = 1;
         c->identity = 1;
         c->shift = shift;
         c->ready = 1;
