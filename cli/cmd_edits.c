@@ -2,6 +2,7 @@
  * adaptor folder, read from (and, for undo, written to) its journal. */
 #include "cli.h"
 #include "edit/journal.h"
+#include "edit/locate.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -78,6 +79,11 @@ int cmd_edits(int argc, char **argv) {
                        (long long)e.id, (long long)e.seq, e.kind, e.method, e.info.action, e.info.iterations,
                        e.info.loss_first, e.info.loss_last, e.info.reproduced ? "true" : "false", e.info.rows_added,
                        e.info.rows_changed, e.seconds, e.created, e.undone ? "true" : "false", e.change_len, e.request);
+                /* weight editors: what the change record says about the update */
+                char *diag = NULL;
+                if (strcmp(e.method, "grace") != 0 && graft_wedit_describe(e.change, e.change_len, &diag) == GRAFT_OK && diag)
+                    printf("%s\n", diag);
+                free(diag);
                 graft_journal_entry_free(&e);
             }
         }

@@ -561,11 +561,13 @@ static graft_status es_from_journal(void *user, const graft_journal_entry *en) {
     es_ctx *c = user;
     if (strcmp(en->kind, "edit") || en->seq < c->from) return GRAFT_OK;
     cJSON *j = cJSON_Parse(en->request);
-    const cJSON *g = cJSON_GetObjectItem(j, "es_gen");
-    c->R->es_tf_sum += en->info.reproduced;
-    c->R->es_gen_sum += cJSON_IsNumber(g) ? g->valuedouble : 0;
+    const cJSON *g = cJSON_GetObjectItem(j, "es_gen"), *b = cJSON_GetObjectItem(j, "batch");
+    int nb = cJSON_IsNumber(b) ? b->valueint : 1;
+    double es = cJSON_IsNumber(g) ? g->valuedouble : 0;
+    c->R->es_tf_sum += nb == 1 ? en->info.reproduced : es * nb;
+    c->R->es_gen_sum += es * nb;
     c->R->sec_sum += en->seconds;
-    c->R->es_n++;
+    c->R->es_n += nb;
     cJSON_Delete(j);
     return GRAFT_OK;
 }
@@ -632,7 +634,9 @@ static graft_status reload_points(runner *R, long done) {
     return graft_journal_each(R->j, es_from_journal, &c);
 }
 
-static graft_status journal_edit(runner *R, int i, const graft_edit_info *info, double secs, double es_gen,
+/* One journal row for requests [i, i + n): one edit, or one batch whose row
+ * sits at its last request (so a resumed stream continues after it). */
+static graft_status journal_edit(runner *R, int i, int n, const graft_edit_info *info, double secs, double es_gen,
                                  const graft_blob *ch) {
     const graft_edit_request *q = &R->ds.req[i];
     cJSON *r = cJSON_CreateObject();
@@ -641,12 +645,17 @@ static graft_status journal_edit(runner *R, int i, const graft_edit_info *info, 
     cJSON_AddStringToObject(r, "prompt", q->prompt);
     cJSON_AddStringToObject(r, "target", q->target);
     cJSON_AddNumberToObject(r, "es_gen", es_gen);
+    if (n > 1) {
+        cJSON_AddNumberToObject(r, "batch", n);
+        cJSON *rows = cJSON_AddArrayToObject(r, "rows");
+        for (int k = 0; k < n; k++) cJSON_AddItemToArray(rows, cJSON_CreateNumber(R->ds.req[i + k].row));
+    }
     char *req = cJSON_PrintUnformatted(r);
     cJSON_Delete(r);
     if (!req) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
     graft_journal_entry en;
     memset(&en, 0, sizeof en);
-    en.seq = i;
+    en.seq = i + n - 1;
     en.kind = "edit";
     en.method = R->e->ops->name;
     en.request = req;
@@ -678,10 +687,12 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     R.o = o;
     R.t_start = now_s();
     R.collapse_at = -1;
-    if (o->batch != 1 && !strcmp(o->method, "grace"))
-        return graft_fail(GRAFT_ERR_INVALID, "GRACE applies one request at a time (--batch 1), as the official code does");
+    if (o->batch < 1) return graft_fail(GRAFT_ERR_INVALID, "--batch must be at least 1");
     graft_status st = prepare(&R);
     if (st == GRAFT_OK) st = graft_editor_create(m, o->method, o->editor_opts, &R.e);
+    if (st == GRAFT_OK && o->batch > 1 && !R.e->ops->apply_batch)
+        st = graft_fail(GRAFT_ERR_INVALID, "%s applies one request at a time (--batch 1); batches are for memit and emmet",
+                        o->method);
     if (st == GRAFT_OK) st = graft_journal_open(o->out_dir, 1, &R.j);
     if (st == GRAFT_OK) {
         R.results_path = graft_path_join(o->out_dir, "results.jsonl");
@@ -725,38 +736,50 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
 
     graft_progress pg;
     if (o->progress) graft_progress_start(&pg, "edits", R.n, done);
-    for (long i = done; st == GRAFT_OK && i < R.n; i++) {
-        graft_edit_tok req = {R.edits.it[i].prompt, R.edits.it[i].n_prompt, R.edits.it[i].target, R.edits.it[i].n_target,
-                              graft_subject_last(R.tok, R.ds.req[i].prompt, R.ds.req[i].subject)};
-        if (req.subject_last >= req.n_prompt) req.subject_last = -1;
+    for (long i = done; st == GRAFT_OK && i < R.n;) {
+        int nb = (int)(R.n - i < o->batch ? R.n - i : o->batch);
+        graft_edit_tok *reqs = malloc((size_t)nb * sizeof *reqs);
+        if (!reqs) {
+            st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (int k = 0; k < nb; k++) {
+            const graft_eval_item *it = &R.edits.it[i + k];
+            reqs[k] = (graft_edit_tok){it->prompt, it->n_prompt, it->target, it->n_target,
+                                       graft_subject_last(R.tok, R.ds.req[i + k].prompt, R.ds.req[i + k].subject)};
+            if (reqs[k].subject_last >= reqs[k].n_prompt) reqs[k].subject_last = -1;
+        }
         graft_edit_info info;
         graft_blob ch = {0};
         double t0 = now_s();
-        st = R.e->ops->apply(R.e, &req, &info, &ch);
+        st = nb == 1 ? R.e->ops->apply(R.e, &reqs[0], &info, &ch) : R.e->ops->apply_batch(R.e, reqs, nb, &info, &ch);
         double secs = now_s() - t0;
-        int gen_ok = 0;
-        if (st == GRAFT_OK) {
-            acc a;
-            st = measure(m, R.e, &R.edits.it[i], 1, NULL, NULL, &a);
-            gen_ok = a.gen == 1.0;
-        }
+        free(reqs);
+        /* ES of every request of the step, right after it */
+        acc a = {0};
+        if (st == GRAFT_OK) st = measure(m, R.e, &R.edits.it[i], nb, NULL, NULL, &a);
         /* durable before it counts */
-        if (st == GRAFT_OK) st = journal_edit(&R, (int)i, &info, secs, gen_ok, &ch);
+        if (st == GRAFT_OK) st = journal_edit(&R, (int)i, nb, &info, secs, a.gen, &ch);
         graft_blob_free(&ch);
         if (st != GRAFT_OK) {
             graft_fail_prefix(st, "%s: row %d", o->data_path, R.ds.req[i].row);
             break;
         }
-        R.es_tf_sum += info.reproduced;
-        R.es_gen_sum += gen_ok;
+        R.es_tf_sum += nb == 1 ? info.reproduced : a.tf_true * nb;
+        R.es_gen_sum += a.gen * nb;
         R.sec_sum += secs;
-        R.es_n++;
-        if (is_point(&R, i + 1)) st = evaluate(&R, i + 1);
+        R.es_n += nb;
+        long before = i;
+        i += nb;
+        /* evaluate once if the step crossed one or more points */
+        int crossed = 0;
+        for (long d = before + 1; d <= i; d++) crossed |= is_point(&R, d);
+        if (crossed) st = evaluate(&R, i);
         if (o->progress) {
             char extra[96];
             const point *p = R.n_pts ? &R.pts[R.n_pts - 1] : NULL;
             snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f", p ? p->err_gen : NAN, p ? p->trr_gen : NAN);
-            graft_progress_update(&pg, i + 1, extra);
+            graft_progress_update(&pg, i, extra);
         }
     }
     if (o->progress) graft_progress_end(&pg);
