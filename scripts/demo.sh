@@ -31,16 +31,18 @@ fi
 echo "== the fact model =="
 "$G" inspect -m "$M"
 echo
-echo "== what it knows: true CounterFact facts (a sample of 300 it was trained on, and paraphrases it never saw) =="
-"$G" eval -m "$M" --facts data/facts/known_facts.jsonl --facts data/facts/heldout_templates.jsonl --n 300
+echo "== what it knows: true CounterFact facts (150 it was trained on, and 150 paraphrases it never saw) =="
+"$G" eval -m "$M" --facts data/facts/known_facts.jsonl --facts data/facts/heldout_templates.jsonl --n 150
 echo
 p="The mother tongue of Danielle Darrieux is"
 echo "== before editing: \"$p\" ->$("$G" generate -m "$M" -p "$p" -n 12 --temp 0 | head -c 40 | tr '\n' ' ')"
 echo
 echo "== GRACE: 200 sequential CounterFact counterfactual edits (data/facts/edit_stream.json) =="
 rm -rf "$OUT"
-"$G" edit -m "$M" --method grace --data data/facts/edit_stream.json --format counterfact --n 200 \
-  --eval-every 50 --upstream data/facts/known_facts.jsonl --upstream-n 300 \
+# Layer 1 of 6: byte-level targets are 5-15 tokens, and the later ones see the
+# replaced row only through the attention layers above it (docs/FACT_MODEL.md).
+"$G" edit -m "$M" --method grace --layer 1 --data data/facts/edit_stream.json --format counterfact --n 200 \
+  --eval-every 50 --upstream data/facts/known_facts.jsonl --upstream-n 200 \
   --ppl-text data/facts/heldout_text.txt --ppl-tokens 8192 --out "$OUT"
 echo
 echo "gen = exact-match greedy generation (GRACE's definition); tf = teacher-forced token accuracy (EasyEdit's)"
