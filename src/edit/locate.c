@@ -1149,6 +1149,7 @@ graft_status graft_wedit_create(graft_model *m, graft_wedit_method meth, const g
         (!(op.mom2_update_weight >= 0) || !(op.emmet_lambda >= 0) || !(op.update_norm_lambda >= 0) ||
          !(op.mom2_update_weight + op.update_norm_lambda > 0) || (meth == GRAFT_WEDIT_EMMET && !(op.mom2_update_weight > 0))))
         return graft_fail(GRAFT_ERR_INVALID, "%s: want mom2_update_weight > 0 and lambdas >= 0", name);
+    for (int i = 0; op.stats[0] && i < op.n_layers; i++) GRAFT_TRY(graft_stats_load(op.stats, m, op.layers[i], NULL, NULL));
     graft_wedit *w = calloc(1, sizeof *w);
     if (!w) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", name);
     w->base.ops = ops;

@@ -420,7 +420,11 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
             char extra[64];
             double el = now_s() - t0;
             snprintf(extra, sizeof extra, "%lld tokens, %.0f tok/s", (long long)s.tokens, el > 0 ? tokens_here / el : 0.0);
-            graft_progress_update(&pg, o->max_tokens > 0 ? s.tokens : (int64_t)s.byte_off, extra);
+            /* corpus bytes are tokenized a megabyte ahead, so byte_off alone
+             * jumps and then stands still: count the bytes already consumed
+             * as the tokenized share that has been run */
+            int64_t done_bytes = (int64_t)((double)s.byte_off * (double)s.tokens / (double)(s.tokens + (int64_t)s.n_pending));
+            graft_progress_update(&pg, o->max_tokens > 0 ? s.tokens : done_bytes, extra);
         }
         int stop_now = o->stop_after_windows > 0 && windows_here >= o->stop_after_windows;
         if (stop_now || o->checkpoint_every_s <= 0 || now_s() - last_ckpt >= o->checkpoint_every_s) {
@@ -463,8 +467,8 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
 /* ---------------------------------------------------------------- loading */
 
 graft_status graft_stats_load(const char *path, const graft_model *m, int layer, double **mom2, int64_t *count) {
-    *mom2 = NULL;
-    *count = 0;
+    if (mom2) *mom2 = NULL;
+    if (count) *count = 0;
     graft_st_archive a;
     GRAFT_TRY(graft_st_open(path, &a));
     int F = m->cfg.d_ff;
@@ -486,7 +490,7 @@ graft_status graft_stats_load(const char *path, const graft_model *m, int layer,
     else if (cJSON_IsString(fp) && strcmp(fp->valuestring, mine) != 0)
         st = graft_fail(GRAFT_ERR_INVALID, "%s: these statistics belong to another model (%s); this one is %s", path,
                         fp->valuestring, mine);
-    if (st == GRAFT_OK) {
+    if (st == GRAFT_OK && mom2) {
         double *c = malloc((size_t)F * F * sizeof(double));
         float *row = malloc((size_t)F * sizeof(float));
         if (!c || !row) {
@@ -506,7 +510,7 @@ graft_status graft_stats_load(const char *path, const graft_model *m, int layer,
                     }
             if (st == GRAFT_OK) {
                 *mom2 = c;
-                *count = cJSON_IsString(tc) ? strtoll(tc->valuestring, NULL, 10) : 0;
+                if (count) *count = cJSON_IsString(tc) ? strtoll(tc->valuestring, NULL, 10) : 0;
             } else
                 free(c);
         }

@@ -56,7 +56,9 @@ graft_status graft_parse_layers(const char *s, int n_layer, int *layers, int *n,
 /*
  * Load layer `layer`'s second moment from a stats file as a malloc'ed double
  * [F*F] (symmetric) and its token count. Checks the tensor's shape against the
- * model and, when the file records one, the model fingerprint.
+ * model and, when the file records one, the model fingerprint. With mom2 NULL
+ * it only checks (editors do so when they are created, so a wrong file is
+ * named before the first edit rather than inside it).
  */
 graft_status graft_stats_load(const char *path, const graft_model *m, int layer, double **mom2, int64_t *count);
 
