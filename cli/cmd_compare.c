@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static void usage(FILE *out) {
     fputs("usage: graft compare [-m MODEL] --methods grace,rome,memit,emmet,ft,ftl,ewc --data FILE --out DIR\n"
@@ -22,7 +25,11 @@ static void usage(FILE *out) {
           "then writes DIR/compare.md, DIR/compare.json and DIR/compare.svg: per method, the final\n"
           "metrics and the edit index where it collapsed (held knowledge below half its start or\n"
           "perplexity tenfold), and the curves of ERR (solid), TRR (dashed) and held knowledge (dotted).\n"
-          "  --opts METHOD=JSON   editor options for one method, e.g. --opts 'grace={\"eps_init\": 3}'\n",
+          "  --opts METHOD=JSON   editor options for one method, e.g. --opts 'grace={\"eps_init\": 3}'\n"
+          "  --jobs J             run J methods at once, each in its own process with its share of the\n"
+          "                       threads (default 1: one after another with every thread); a job's\n"
+          "                       messages go to DIR/METHOD/log.txt\n"
+          "  --ppl-tokens N       cap on the perplexity text (default 4096)\n",
           out);
 }
 
@@ -75,6 +82,51 @@ static void fmt(char *b, size_t n, double v, const char *f) {
     else snprintf(b, n, "-");
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One method's stream on a freshly loaded model (weight editors change the
+ * weights). In a child process (to_log) the messages go to DIR/METHOD/log.txt
+ * and the progress bar is off, so parallel jobs do not garble the terminal. */
+static int run_method(const char *model, const char *tok, const char *out, const graft_stream_opts *so, method_run *mr,
+                      int to_log) {
+    char *dir = graft_path_join(out, mr->name);
+    if (!dir) return cli_fail("compare", "out of memory"), 1;
+    graft_stream_opts o = *so;
+    if (to_log) {
+        graft_status mst = graft_mkdir_p(dir);
+        char *lp = graft_path_join(dir, "log.txt");
+        if (mst != GRAFT_OK || !lp || !freopen(lp, "a", stderr)) {
+            free(lp), free(dir);
+            return 1;
+        }
+        free(lp);
+        setvbuf(stderr, NULL, _IOLBF, 0); /* a file after freopen: line by line, so a crash keeps what was said */
+        o.progress = 0;
+    }
+    graft_model *m = NULL;
+    if (cli_load_model("compare", model, tok, &m)) {
+        free(dir);
+        return 1;
+    }
+    o.model_path = model ? model : cli_default_model();
+    o.method = mr->name;
+    o.editor_opts = mr->opts;
+    o.out_dir = dir;
+    char *jp = graft_path_join(dir, "journal.sqlite");
+    if (graft_path_exists(jp)) o.resume = 1; /* an earlier, interrupted compare continues */
+    free(jp);
+    fprintf(stderr, "== %s ==\n", mr->name);
+    graft_status st = graft_stream_run(m, &o);
+    int rc = st != GRAFT_OK ? cli_fail_status("compare", st) : 0;
+    graft_model_free(m);
+    free(dir);
+    return rc;
+}
+
 int cmd_compare(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"methods", required_argument, 0, 'M'}, {"data", required_argument, 0, 'd'},
@@ -82,10 +134,11 @@ int cmd_compare(int argc, char **argv) {
         {"eval-every", required_argument, 0, 'k'}, {"upstream", required_argument, 0, 'u'}, {"upstream-n", required_argument, 0, 'U'},
         {"ppl-text", required_argument, 0, 'p'}, {"err-sample", required_argument, 0, 'e'}, {"opts", required_argument, 0, 'O'},
         {"resume", no_argument, 0, 'r'},         {"tokenizer", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
+        {"jobs", required_argument, 0, 'j'},     {"ppl-tokens", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL;
     const char *mopts[16][2];
-    int n_mopts = 0, c;
+    int n_mopts = 0, c, jobs = 1;
     graft_stream_opts so;
     graft_stream_opts_default(&so);
     long v;
@@ -110,6 +163,8 @@ int cmd_compare(int argc, char **argv) {
             break;
         }
         case 'r': so.resume = 1; break;
+        case 'j': if (cli_parse_int("compare", "--jobs", optarg, 1, 64, &v)) return 2; jobs = (int)v; break;
+        case 'P': if (cli_parse_int("compare", "--ppl-tokens", optarg, 2, 1L << 30, &so.ppl_tokens)) return 2; break;
         case 'T': tok = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -136,24 +191,53 @@ int cmd_compare(int argc, char **argv) {
     }
     free(list);
     int rc = 0;
-    for (int i = 0; i < nm && rc == 0; i++) {
-        /* a fresh model for every method: weight editors change the weights */
-        graft_model *m = NULL;
-        if (cli_load_model("compare", model, tok, &m)) return 1;
-        char *dir = graft_path_join(out, runs[i].name);
-        graft_stream_opts o = so;
-        o.model_path = model ? model : cli_default_model();
-        o.method = runs[i].name;
-        o.editor_opts = runs[i].opts;
-        o.out_dir = dir;
-        char *jp = graft_path_join(dir, "journal.sqlite");
-        if (graft_path_exists(jp)) o.resume = 1; /* an earlier, interrupted compare continues */
-        free(jp);
-        fprintf(stderr, "== %s ==\n", runs[i].name);
-        graft_status st = graft_stream_run(m, &o);
-        if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
-        graft_model_free(m);
-        free(dir);
+    if (jobs > nm) jobs = nm;
+    if (jobs <= 1) {
+        for (int i = 0; i < nm && rc == 0; i++) rc = run_method(model, tok, out, &so, &runs[i], 0);
+    } else {
+        /* One child process per method, at most `jobs` at a time. The parent
+         * forks before it has run any OpenMP region, so each child starts
+         * with a clean thread pool and takes an equal share of the cores
+         * (small models gain more from running methods side by side than
+         * from two threads on one method's small matrices). */
+        int share = graft_get_threads() / jobs;
+        if (share < 1) share = 1;
+        pid_t pids[16];
+        double started[16];
+        int next = 0, running = 0, failed = 0;
+        for (int i = 0; i < nm; i++) pids[i] = 0;
+        while (next < nm || running > 0) {
+            while (running < jobs && next < nm) {
+                fflush(stdout), fflush(stderr);
+                pid_t pid = fork();
+                if (pid < 0) return cli_fail("compare", "fork: %s", strerror(errno)), 1;
+                if (pid == 0) {
+                    graft_set_threads(share);
+                    int code = run_method(model, tok, out, &so, &runs[next], 1);
+                    fflush(NULL);
+                    _exit(code);
+                }
+                pids[next] = pid, started[next] = now_s();
+                fprintf(stderr, "compare: %s started (pid %d, %d thread%s; messages in %s/%s/log.txt)\n", runs[next].name,
+                        (int)pid, share, share == 1 ? "" : "s", out, runs[next].name);
+                next++, running++;
+            }
+            int status;
+            pid_t done = wait(&status);
+            if (done < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
+            for (int i = 0; i < nm; i++)
+                if (pids[i] == done) {
+                    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+                    fprintf(stderr, "compare: %s %s after %.0f s%s\n", runs[i].name, code ? "FAILED" : "finished",
+                            now_s() - started[i], code ? " (see its log.txt)" : "");
+                    if (code) failed = 1;
+                    running--;
+                }
+        }
+        rc = failed;
     }
     for (int i = 0; i < n_mopts; i++) free((char *)mopts[i][0]);
     if (rc) return rc;

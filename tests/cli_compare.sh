@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# cli_compare.sh - graft compare, the forgetting study's driver: the same
+# stream through several methods gives one table (Markdown + JSON) and one
+# plot; --jobs N runs the methods in parallel child processes and must give
+# the same exact-match figures as running them one after another; a finished
+# compare re-run only rebuilds the table; a failing method is named.
+# Usage: cli_compare.sh PATH/TO/graft
+set -u
+GRAFT=${1:?usage: cli_compare.sh GRAFT_BINARY}
+DATA=${GRAFT_TEST_DATA:?}
+M=$DATA/stories260K.bin
+pass=0 fail=0
+tmp=$(mktemp -d /tmp/graft_compare.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+ok()  { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+
+CMP=("$GRAFT" compare -m "$M" --methods grace,ft,ftl --data "$DATA/stories_edits.jsonl" --n 6 --eval-every 3
+     --opts 'grace={"layer": 1}' --opts 'ftl={"linf": 0.02, "loss": "target_new"}')
+
+"${CMP[@]}" --out "$tmp/seq" >"$tmp/out" 2>"$tmp/err" && ok || bad "sequential compare: $(tail -3 "$tmp/err")"
+"${CMP[@]}" --jobs 3 --out "$tmp/par" >"$tmp/out2" 2>"$tmp/err2" && ok || bad "parallel compare: $(tail -3 "$tmp/err2")"
+grep -q "grace started" "$tmp/err2" && grep -q "ftl finished" "$tmp/err2" && ok || bad "parallel compare says nothing: $(cat "$tmp/err2")"
+
+for d in seq par; do
+  for f in compare.md compare.json compare.svg; do [ -s "$tmp/$d/$f" ] && ok || bad "$d lacks $f"; done
+  for meth in grace ft ftl; do
+    grep -q "^| $meth | 6 |" "$tmp/$d/compare.md" && ok || bad "$d/compare.md has no 6-edit row for $meth"
+    grep -q "\"$meth\"" "$tmp/$d/compare.json" && ok || bad "$d/compare.json lacks $meth"
+    [ "$(grep -c '"edits"' "$tmp/$d/$meth/results.jsonl")" -eq 3 ] && ok || bad "$d/$meth: want 3 evaluation points (0, 3, 6)"
+  done
+  grep -q "<svg" "$tmp/$d/compare.svg" && grep -q "grace ERR" "$tmp/$d/compare.svg" && ok || bad "$d/compare.svg has no curves"
+done
+# parallel jobs write their messages to a log each
+for meth in grace ft ftl; do [ -s "$tmp/par/$meth/log.txt" ] && ok || bad "no log.txt for $meth"; done
+
+# the same stream gives the same exact-match figures either way
+figs() { grep -o '"\(es_gen\|err_gen\|trr_gen\|gen_gen\|keys\)": [0-9.e+-]*' "$1"; }
+for meth in grace ft ftl; do
+  a=$(figs "$tmp/seq/$meth/results.jsonl"); b=$(figs "$tmp/par/$meth/results.jsonl")
+  [ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "$meth: sequential and parallel runs differ: $a / $b"
+done
+# the edits took: GRACE and FT reach the targets
+grep -q '^| grace | 6 | 1.000 |' "$tmp/seq/compare.md" && ok || bad "grace ES: $(grep '^| grace' "$tmp/seq/compare.md")"
+
+# a finished compare re-run adds no edits and rewrites the same table
+before=$(sqlite3 "$tmp/par/ft/journal.sqlite" "select count(*) from edits")
+cp "$tmp/par/compare.md" "$tmp/md.before"
+"${CMP[@]}" --jobs 2 --out "$tmp/par" >/dev/null 2>"$tmp/err3" && ok || bad "re-run: $(tail -3 "$tmp/err3")"
+[ "$(sqlite3 "$tmp/par/ft/journal.sqlite" "select count(*) from edits")" = "$before" ] && ok || bad "re-run added edits"
+cmp -s "$tmp/md.before" "$tmp/par/compare.md" && ok || bad "re-run changed the table"
+
+# bad input: a bad --jobs, a method that fails is named, non-zero exit
+"$GRAFT" compare -m "$M" --methods grace --data "$DATA/stories_edits.jsonl" --jobs 0 --out "$tmp/x" >/dev/null 2>"$tmp/err4"
+[ $? -eq 2 ] && grep -q -- "--jobs" "$tmp/err4" && ok || bad "--jobs 0: $(cat "$tmp/err4")"
+"$GRAFT" compare -m "$M" --methods grace,nosuch --data "$DATA/stories_edits.jsonl" --n 2 --jobs 2 --opts 'grace={"layer": 1}' \
+  --out "$tmp/y" >/dev/null 2>"$tmp/err5"
+rc=$?
+[ $rc -ne 0 ] && grep -q "nosuch FAILED" "$tmp/err5" && grep -q "unknown editing method 'nosuch'" "$tmp/y/nosuch/log.txt" && ok ||
+  bad "unknown method (rc $rc): $(cat "$tmp/err5") / $(cat "$tmp/y/nosuch/log.txt" 2>&1)"
+
+echo "cli_compare: $pass passed, $fail failed"
+[ $fail -eq 0 ]
