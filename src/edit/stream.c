@@ -405,15 +405,26 @@ static graft_status cf_score(runner *R, graft_editor *e, const item_set *a, cons
     int n = 0;
     while (n < a->n && a->owner[n] < limit) n++; /* items are grouped by owner, in order */
     if (n == 0) return GRAFT_OK;
-    double *na = malloc((size_t)n * sizeof(double)), *nb = malloc((size_t)n * sizeof(double));
-    graft_status st = (na && nb) ? graft_eval_seq_nll(R->m, e, a->it, n, na) : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    if (st == GRAFT_OK) st = graft_eval_seq_nll(R->m, e, b->it, n, nb);
+    /* --err-sample bounds these too, with the same even spread as ERR: the
+     * neighbourhood set alone holds ten prompts per edit, and scoring all of
+     * them at every point would cost more than the edits */
+    long sample = R->o->err_sample;
+    int k = sample > 0 && n > sample ? (int)sample : n;
+    graft_eval_item *va = malloc((size_t)k * sizeof *va), *vb = malloc((size_t)k * sizeof *vb);
+    double *na = malloc((size_t)k * sizeof(double)), *nb = malloc((size_t)k * sizeof(double));
+    graft_status st = (va && vb && na && nb) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    for (int j = 0; st == GRAFT_OK && j < k; j++) {
+        int i = (int)((long)j * n / k); /* a and b are paired item for item */
+        va[j] = a->it[i], vb[j] = b->it[i];
+    }
+    if (st == GRAFT_OK) st = graft_eval_seq_nll(R->m, e, va, k, na);
+    if (st == GRAFT_OK) st = graft_eval_seq_nll(R->m, e, vb, k, nb);
     if (st == GRAFT_OK) {
         int win = 0;
-        for (int i = 0; i < n; i++) win += na[i] < nb[i];
-        *out = (double)win / n;
+        for (int i = 0; i < k; i++) win += na[i] < nb[i];
+        *out = (double)win / k;
     }
-    free(na), free(nb);
+    free(va), free(vb), free(na), free(nb);
     return st;
 }
 
