@@ -24,7 +24,8 @@ static void usage(FILE *out) {
           "Runs `graft edit` on the same stream for every method (DIR/METHOD is each run folder),\n"
           "then writes DIR/compare.md, DIR/compare.json and DIR/compare.svg: per method, the final\n"
           "metrics and the edit index where it collapsed (held knowledge below half its start or\n"
-          "perplexity tenfold), and the curves of ERR (solid), TRR (dashed) and held knowledge (dotted).\n"
+          "perplexity tenfold), and four panels with a curve per method against the edits applied:\n"
+          "ERR, TRR, held knowledge and CounterFact efficacy.\n"
           "  --opts METHOD=JSON   editor options for one method, e.g. --opts 'grace={\"eps_init\": 3}'\n"
           "  --jobs J             run J methods at once, each in its own process with its share of the\n"
           "                       threads (default 1: one after another with every thread); a job's\n"
@@ -36,7 +37,7 @@ static void usage(FILE *out) {
 typedef struct {
     char name[32];
     const char *opts;
-    double *x, *err, *trr, *known;
+    double *x, *err, *trr, *known, *cfe;
     int n;
     cJSON *last, *summary;
 } method_run;
@@ -54,6 +55,7 @@ static graft_status read_run(const char *dir, method_run *mr) {
     int cap = 64;
     mr->x = malloc(cap * sizeof(double)), mr->err = malloc(cap * sizeof(double));
     mr->trr = malloc(cap * sizeof(double)), mr->known = malloc(cap * sizeof(double));
+    mr->cfe = malloc(cap * sizeof(double));
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         if (!j) continue;
@@ -61,11 +63,13 @@ static graft_status read_run(const char *dir, method_run *mr) {
             cap *= 2;
             mr->x = realloc(mr->x, cap * sizeof(double)), mr->err = realloc(mr->err, cap * sizeof(double));
             mr->trr = realloc(mr->trr, cap * sizeof(double)), mr->known = realloc(mr->known, cap * sizeof(double));
+            mr->cfe = realloc(mr->cfe, cap * sizeof(double));
         }
         mr->x[mr->n] = num(j, "edits");
         mr->err[mr->n] = num(j, "err_gen");
         mr->trr[mr->n] = num(j, "trr_gen");
         mr->known[mr->n] = num(j, "known_gen");
+        mr->cfe[mr->n] = num(j, "cf_efficacy");
         mr->n++;
         cJSON_Delete(mr->last);
         mr->last = j;
@@ -251,8 +255,8 @@ int cmd_compare(int argc, char **argv) {
     fprintf(md, "| method | edits | ES (gen) | ERR (gen) | ERR (tf) | TRR (gen) | held knowledge (gen) | generalisation (gen) | "
                 "CF efficacy | CF paraphrase | CF neighbourhood | PPL | ||W-W0|| | gen. entropy | s/edit | collapse at |\n");
     fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    graft_series s[48];
-    int ns = 0;
+    graft_series s[4][16];
+    memset(s, 0, sizeof s);
     for (int i = 0; i < nm; i++) {
         char *dir = graft_path_join(out, runs[i].name);
         graft_status st = read_run(dir, &runs[i]);
@@ -277,27 +281,26 @@ int cmd_compare(int argc, char **argv) {
         cJSON_AddItemToObject(mj, "final", cJSON_Duplicate(L, 1));
         if (isfinite(at)) cJSON_AddNumberToObject(mj, "collapse_at", at);
         else cJSON_AddNullToObject(mj, "collapse_at");
-        static char names[16][3][80];
-        const double *ys[3] = {runs[i].err, runs[i].trr, runs[i].known};
-        const char *what[3] = {"ERR", "TRR", "known"};
-        for (int k = 0; k < 3 && ns < 48; k++) {
-            snprintf(names[i][k], sizeof names[i][k], "%.31s %s", runs[i].name, what[k]);
-            s[ns++] = (graft_series){names[i][k], runs[i].x, ys[k], runs[i].n, k, i + 1};
-        }
+        /* one colour per method, the same in every panel */
+        const double *ys[4] = {runs[i].err, runs[i].trr, runs[i].known, runs[i].cfe};
+        for (int k = 0; k < 4; k++) s[k][i] = (graft_series){runs[i].name, runs[i].x, ys[k], runs[i].n, 0, i + 1};
     }
     fclose(md);
     char *jtext = cJSON_Print(js);
     graft_status st = jtext ? graft_write_file_atomic(js_path, jtext, strlen(jtext)) : GRAFT_ERR_NOMEM;
     free(jtext);
     cJSON_Delete(js);
+    graft_panel pn[4] = {
+        {"Edit retention (ERR): earlier edits still answered exactly", "ERR (gen)", s[0], nm, 0.0, 1.0},
+        {"Locality (TRR): unrelated prompts answered as before", "TRR (gen)", s[1], nm, 0.0, 1.0},
+        {"Held knowledge: true facts known before editing", "accuracy (gen)", s[2], nm, 0.0, 1.0},
+        {"CounterFact efficacy: NLL(new) < NLL(true) on edits so far", "fraction of edits", s[3], nm, 0.0, 1.0}};
     if (st == GRAFT_OK)
-        st = graft_svg_line_plot(svg_path, "Sequential editing: retention and forgetting per method\n"
-                                           "solid: ERR (earlier edits kept); dashed: TRR (unrelated prompts kept); dotted: held knowledge",
-                                 "edits applied", "exact-match accuracy (gen)", s, ns, 0.0, 1.0);
+        st = graft_svg_panels(svg_path, "Sequential editing: retention and forgetting per method", "edits applied", pn, 4, 2);
     if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
     else printf("wrote %s, %s, %s\n", md_path, js_path, svg_path);
     for (int i = 0; i < nm; i++) {
-        free(runs[i].x), free(runs[i].err), free(runs[i].trr), free(runs[i].known);
+        free(runs[i].x), free(runs[i].err), free(runs[i].trr), free(runs[i].known), free(runs[i].cfe);
         cJSON_Delete(runs[i].last), cJSON_Delete(runs[i].summary);
     }
     free(md_path), free(js_path), free(svg_path);

@@ -79,6 +79,18 @@ typedef struct graft_series {
 graft_status graft_svg_line_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
                                  const graft_series *s, int n_series, double ymin, double ymax);
 
+/* Several panels sharing the x axis, `cols` to a row, each with its own title,
+ * y label and y range; one legend, from the first panel's series (for plots
+ * where every panel shows the same methods in the same colours). */
+typedef struct graft_panel {
+    const char *title, *ylabel; /* title may be NULL */
+    const graft_series *s;
+    int n;
+    double ymin, ymax; /* NAN: fit the data */
+} graft_panel;
+graft_status graft_svg_panels(const char *path, const char *title, const char *xlabel, const graft_panel *panels, int n_panels,
+                              int cols);
+
 /* ================================================================ progress */
 
 typedef struct graft_progress {

@@ -29,7 +29,9 @@ for d in seq par; do
     grep -q "\"$meth\"" "$tmp/$d/compare.json" && ok || bad "$d/compare.json lacks $meth"
     [ "$(grep -c '"edits"' "$tmp/$d/$meth/results.jsonl")" -eq 3 ] && ok || bad "$d/$meth: want 3 evaluation points (0, 3, 6)"
   done
-  grep -q "<svg" "$tmp/$d/compare.svg" && grep -q "grace ERR" "$tmp/$d/compare.svg" && ok || bad "$d/compare.svg has no curves"
+  grep -q "<svg" "$tmp/$d/compare.svg" && grep -q ">ftl</text>" "$tmp/$d/compare.svg" && ok || bad "$d/compare.svg has no legend"
+  # four panels, a curve per method in each
+  [ "$(grep -c "<polyline" "$tmp/$d/compare.svg")" -eq 12 ] && ok || bad "$d/compare.svg: want 12 curves"
 done
 # parallel jobs write their messages to a log each
 for meth in grace ft ftl; do [ -s "$tmp/par/$meth/log.txt" ] && ok || bad "no log.txt for $meth"; done
