@@ -44,34 +44,50 @@ int cmd_report(int argc, char **argv) {
         free(path);
         return cli_fail_status("report", st);
     }
-    static const char *cols[] = {"edits", "keys", "ES gen", "ES tf", "ERR gen", "ERR tf", "TRR gen", "TRR tf",
-                                 "Gen gen", "Gen tf", "PPL", "s/edit"};
-    const int nc = 12;
-    for (int i = 0; i < nc; i++) printf(md ? "| %s " : "%9s", cols[i]);
-    printf(md ? "|\n" : "\n");
-    if (md) {
-        for (int i = 0; i < nc; i++) printf("|---:");
-        printf("|\n");
-    }
-    int row = 0, rc = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        row++;
+    /* the GRACE issue's columns always; the forgetting study's (held
+     * knowledge, CounterFact scores, weight change, entropy) when the run
+     * has them (an upstream set of facts, CounterFact data, a weight editor) */
+    static const struct { const char *key, *head, *fmt; int always; } cols[] = {
+        {"edits", "edits", "%.0f", 1},        {"keys", "keys", "%.0f", 1},          {"es_gen", "ES gen", "%.3f", 1},
+        {"es_tf", "ES tf", "%.3f", 1},        {"err_gen", "ERR gen", "%.3f", 1},    {"err_tf", "ERR tf", "%.3f", 1},
+        {"trr_gen", "TRR gen", "%.3f", 1},    {"trr_tf", "TRR tf", "%.3f", 1},      {"gen_gen", "Gen gen", "%.3f", 1},
+        {"gen_tf", "Gen tf", "%.3f", 1},      {"known_gen", "Known gen", "%.3f", 0}, {"cf_efficacy", "CF eff", "%.3f", 0},
+        {"cf_paraphrase", "CF para", "%.3f", 0}, {"cf_neighborhood", "CF nbhd", "%.3f", 0},
+        {"dw_norm", "|W-W0|", "%.3g", 0},     {"gen_entropy", "entropy", "%.2f", 0}, {"ppl", "PPL", "%.2f", 1},
+        {"sec_per_edit", "s/edit", "%.3f", 1}};
+    enum { NC = sizeof cols / sizeof cols[0] };
+    cJSON *rows[4096];
+    int nr = 0, rc = 0, show[NC];
+    for (int i = 0; i < NC; i++) show[i] = cols[i].always;
+    for (char *line = strtok(text, "\n"); line && nr < 4096; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
         if (!j) {
-            rc = cli_fail("report", "%s: line %d is not JSON", path, row);
+            rc = cli_fail("report", "%s: line %d is not JSON", path, nr + 1);
             break;
         }
-        double v[12] = {get(j, "edits"), get(j, "keys"), get(j, "es_gen"), get(j, "es_tf"), get(j, "err_gen"),
-                        get(j, "err_tf"), get(j, "trr_gen"), get(j, "trr_tf"), get(j, "gen_gen"), get(j, "gen_tf"),
-                        get(j, "ppl"), get(j, "sec_per_edit")};
-        for (int i = 0; i < nc; i++) {
-            char b[32];
-            cell(b, sizeof b, v[i], i < 2 ? "%.0f" : i == 10 ? "%.2f" : "%.3f");
-            printf(md ? "| %s " : "%9s", b);
-        }
-        printf(md ? "|\n" : "\n");
-        cJSON_Delete(j);
+        rows[nr++] = j;
+        for (int i = 0; i < NC; i++) show[i] |= isfinite(get(j, cols[i].key)) && (strcmp(cols[i].key, "dw_norm") || get(j, "dw_norm") != 0);
     }
+    if (rc == 0) {
+        for (int i = 0; i < NC; i++)
+            if (show[i]) printf(md ? "| %s " : "%10s", cols[i].head);
+        printf(md ? "|\n" : "\n");
+        if (md) {
+            for (int i = 0; i < NC; i++)
+                if (show[i]) printf("|---:");
+            printf("|\n");
+        }
+        for (int r = 0; r < nr; r++) {
+            for (int i = 0; i < NC; i++) {
+                if (!show[i]) continue;
+                char b[32];
+                cell(b, sizeof b, get(rows[r], cols[i].key), cols[i].fmt);
+                printf(md ? "| %s " : "%10s", b);
+            }
+            printf(md ? "|\n" : "\n");
+        }
+    }
+    for (int r = 0; r < nr; r++) cJSON_Delete(rows[r]);
     free(text);
     free(path);
     return rc;

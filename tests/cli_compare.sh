@@ -52,6 +52,14 @@ cp "$tmp/par/compare.md" "$tmp/md.before"
 [ "$(sqlite3 "$tmp/par/ft/journal.sqlite" "select count(*) from edits")" = "$before" ] && ok || bad "re-run added edits"
 cmp -s "$tmp/md.before" "$tmp/par/compare.md" && ok || bad "re-run changed the table"
 
+# graft report shows the study's columns where a run has them: the weight
+# change of a weight editor, not of GRACE (whose base weights never change)
+r=$("$GRAFT" report "$tmp/seq/ft" --markdown 2>&1)
+case "$r" in *"| edits |"*"Known gen"*"|W-W0|"*) ok ;; *) bad "report of ft: $r" ;; esac
+[ "$(printf '%s\n' "$r" | grep -c '^| [0-9]')" -eq 3 ] && ok || bad "report of ft: want 3 rows: $r"
+r=$("$GRAFT" report "$tmp/seq/grace" 2>&1)
+case "$r" in *"|W-W0|"*) bad "report of grace shows a weight change: $r" ;; *"ERR gen"*) ok ;; *) bad "report of grace: $r" ;; esac
+
 # bad input: a bad --jobs, a method that fails is named, non-zero exit
 "$GRAFT" compare -m "$M" --methods grace --data "$DATA/stories_edits.jsonl" --jobs 0 --out "$tmp/x" >/dev/null 2>"$tmp/err4"
 [ $? -eq 2 ] && grep -q -- "--jobs" "$tmp/err4" && ok || bad "--jobs 0: $(cat "$tmp/err4")"
