@@ -27,6 +27,7 @@
 #include "edit/locate.h"
 #include "edit/stats.h"
 #include "engine.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,25 +36,6 @@
 #include <unistd.h>
 
 #define MAX_BENCH_LAYERS 256
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void med_best(const double *v0, int n, double *med, double *best) {
-    double v[64];
-    memcpy(v, v0, (size_t)n * sizeof *v);
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    *best = v[0];
-    *med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "bench_edit: %s: %s\n", what, graft_last_error());

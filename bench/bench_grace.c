@@ -6,28 +6,12 @@
  *      unedited forward of a 32-token prompt;
  * Each figure: median and best of 5 runs. Usage: bench_grace [--quick] */
 #include "edit/editor.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void stats(double *v, int n, double *med, double *best) {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    *best = v[0];
-    *med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 #define RUNS 5
 
@@ -74,9 +58,9 @@ int main(int argc, char **argv) {
         ratio[r] = full[r] / fast[r];
     }
     double m1, b1, m2, b2, m3, b3;
-    stats(fast, runs, &m1, &b1);
-    stats(full, runs, &m2, &b2);
-    stats(ratio, runs, &m3, &b3);
+    med_best(fast, runs, &m1, &b1);
+    med_best(full, runs, &m2, &b2);
+    med_best(ratio, runs, &m3, &b3);
     printf("edit latency, %d Adam steps on a 24+4-token edit:\n", quick ? 10 : 100);
     printf("  layers above the site only   median %8.1f ms  best %8.1f ms\n", m1, b1);
     printf("  full forward every step      median %8.1f ms  best %8.1f ms\n", m2, b2);
@@ -97,7 +81,7 @@ int main(int argc, char **argv) {
         base[r] = now_ms() - t0;
     }
     double bm, bb;
-    stats(base, RUNS, &bm, &bb);
+    med_best(base, RUNS, &bm, &bb);
     printf("  unedited                 %8.2f / %8.2f\n", bm, bb);
     for (int k = 0; k < (quick ? 1 : 3); k++) {
         graft_grace_opts o;
@@ -121,8 +105,8 @@ int main(int argc, char **argv) {
             t[r] = now_ms() - t0;
         }
         double tm, tb, bm2, bb2;
-        stats(t, RUNS, &tm, &tb);
-        stats(b2v, RUNS, &bm2, &bb2);
+        med_best(t, RUNS, &tm, &tb);
+        med_best(b2v, RUNS, &bm2, &bb2);
         printf("  %6d keys               %8.2f / %8.2f   (+%.1f%% vs the interleaved unedited %.2f)\n", sizes[k], tm, tb,
                100.0 * (tm - bm2) / bm2, bm2);
         e->ops->detach(e, run);
