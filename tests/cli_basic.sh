@@ -5,12 +5,9 @@ set -u
 GRAFT=${1:?usage: cli_basic.sh GRAFT_BINARY}
 DATA=${GRAFT_TEST_DATA:?}
 SHARED=${GRAFT_SHARED_DIR:-}
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_cli.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+cli_begin cli
 
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
 # expect_rc WANT DESCRIPTION -- command...
 expect_rc() {
   local want=$1 what=$2; shift 3
@@ -97,5 +94,4 @@ printf 'bad \xff\xfe utf8' > "$tmp/bad.txt"
 # invalid UTF-8 either scores (byte fallback) or fails cleanly; never a crash
 [ $rc -eq 0 ] || [ $rc -eq 1 ] && ok || bad "invalid UTF-8 text: exit $rc"
 
-echo "cli_basic: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_basic

@@ -9,11 +9,8 @@ set -u
 GRAFT=${1:?usage: cli_compare.sh GRAFT_BINARY}
 DATA=${GRAFT_TEST_DATA:?}
 M=$DATA/stories260K.bin
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_compare.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
+cli_begin compare
 
 CMP=("$GRAFT" compare -m "$M" --methods grace,ft,ftl --data "$DATA/stories_edits.jsonl" --n 6 --eval-every 3
      --opts 'grace={"layer": 1}' --opts 'ftl={"linf": 0.02, "loss": "target_new"}')
@@ -69,5 +66,4 @@ rc=$?
 [ $rc -ne 0 ] && grep -q "nosuch FAILED" "$tmp/err5" && grep -q "unknown editing method 'nosuch'" "$tmp/y/nosuch/log.txt" && ok ||
   bad "unknown method (rc $rc): $(cat "$tmp/err5") / $(cat "$tmp/y/nosuch/log.txt" 2>&1)"
 
-echo "cli_compare: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_compare

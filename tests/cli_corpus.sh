@@ -8,12 +8,9 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${GRAFT_SHARED_DIR:-$SRC/../shared}
 FACTS=$SRC/data/facts
 FILES="train.jsonl heldout_templates.jsonl known_facts.jsonl edit_stream.json heldout_text.txt README.md"
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_corpus.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+cli_begin corpus
 
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
 # expect_rc WANT DESCRIPTION -- command...
 expect_rc() {
   local want=$1 what=$2; shift 3
@@ -87,5 +84,4 @@ expect_err "counterfact-edit.json: row 2: field 'prompt': invalid UTF-8" "invali
   "$GRAFT" corpus --shared "$tmp/sh" --out "$tmp/broken" --n-edit 1 --n-known 5
 [ ! -e "$tmp/broken" ] && ok || bad "a failed build left an output directory"
 
-echo "cli_corpus: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_corpus

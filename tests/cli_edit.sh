@@ -7,11 +7,8 @@ set -u
 GRAFT=${1:?usage: cli_edit.sh GRAFT_BINARY}
 DATA=${GRAFT_TEST_DATA:?}
 BIN=$DATA/stories260K.bin
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_edit.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
+cli_begin edit
 
 # a stream of 40 requests in the model's world (names x objects)
 names=(Lily Tom Ben Sue Max Mia Sam Anna)
@@ -77,5 +74,4 @@ printf '{"prompt": "a", "target": "b"}\n{"prompt": "c"}\n' > "$tmp/bad.jsonl"
 "$GRAFT" edit -m "$BIN" --out "$tmp/d" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "edit without --data: want exit 2"
 "$GRAFT" generate -m "$BIN" --adaptor "$tmp/nowhere" -p x >/dev/null 2>"$tmp/err"; [ $? -ne 0 ] && grep -q "journal" "$tmp/err" && ok || bad "missing adaptor"
 
-echo "cli_edit: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_edit

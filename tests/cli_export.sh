@@ -9,11 +9,8 @@ GRAFT=${1:?usage: cli_export.sh GRAFT_BINARY}
 DATA=${GRAFT_TEST_DATA:?}
 HF=$DATA/llama-stories260K-hf   # an HF folder: exports of it reload bit for bit
 TOK=$DATA/tok512.bin
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_export.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
+cli_begin export
 
 EDIT=("$GRAFT" edit -m "$HF" --tokenizer "$TOK" --data "$DATA/stories_edits.jsonl" --eval-every 3 --no-progress)
 P="Once upon a time, there was a little girl named"
@@ -85,5 +82,4 @@ case "$opts" in *'"ewc_lambda":50,"ewc_window":2'*) ok ;; *) bad "ewc options no
 "$GRAFT" edit -m "$BIN" --data "$DATA/stories_edits.jsonl" --method ftl --ft-layers 9 --no-progress --out "$tmp/bad2" >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -ne 0 ] && grep -q "layer 9 outside" "$tmp/err" && ok || bad "--ft-layers 9: exit $rc $(cat "$tmp/err")"
 
-echo "cli_export: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_export

@@ -7,13 +7,10 @@
 set -u
 GRAFT=${1:?usage: cli_train.sh GRAFT_BINARY}
 DATA=${GRAFT_TEST_DATA:?}
-pass=0 fail=0
-tmp=$(mktemp -d /tmp/graft_cli_train.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+cli_begin cli_train
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
-ok()  { pass=$((pass+1)); }
-bad() { fail=$((fail+1)); echo "FAIL: $*" >&2; }
 # expect_rc WANT DESCRIPTION -- command...
 expect_rc() {
   local want=$1 what=$2; shift 3
@@ -113,5 +110,4 @@ if [ -f "$DATA/stories260K.bin" ]; then
   [ -n "$out" ] && ok || bad "generate from the fine-tuned folder: $(cat "$tmp/err")"
 fi
 
-echo "cli_train: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+cli_end cli_train
