@@ -3,28 +3,60 @@
 #include "cli.h"
 #include "edit/journal.h"
 #include "edit/locate.h"
+#include "internal.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out) {
-    fputs("usage: graft edits list            --adaptor DIR [-m MODEL]\n"
+    fputs("usage: graft edits list            --adaptor DIR [-m MODEL] [--svg FILE]\n"
           "       graft edits show ID         --adaptor DIR [-m MODEL]\n"
           "       graft edits undo ID         --adaptor DIR [-m MODEL]\n"
           "       graft edits export FILE     --adaptor DIR [-m MODEL]   (the codebook as safetensors)\n"
           "DIR is a run folder of `graft edit` (its journal.sqlite). undo reverts one edit (GRACE: its new\n"
-          "keys are dropped and the radii it split restored) and records the undo in the journal.\n",
+          "keys are dropped and the radii it split restored) and records the undo in the journal.\n"
+          "For ROME / MEMIT / EMMET, list shows each edit's |dW| (Frobenius norm of its update, all\n"
+          "layers) and |W-W0| after it; --svg FILE plots both against the edit index (a disabling edit\n"
+          "is a spike in |dW|).\n",
           out);
 }
 
+typedef struct list_acc {
+    double *x, *dw, *dist;
+    int n, cap;
+} list_acc;
+
+/* |dW| and |W - W0| of a weight editor's change record, over its layers */
+static int update_norms(const graft_journal_entry *e, double *dw, double *dist) {
+    char *js = NULL;
+    if (!strcmp(e->method, "grace") || graft_wedit_describe(e->change, e->change_len, &js) != GRAFT_OK || !js) return 0;
+    cJSON *d = cJSON_Parse(js);
+    free(js);
+    const cJSON *ups = cJSON_GetObjectItem(d, "updates"), *u;
+    double a = 0, b = 0;
+    int n = 0;
+    cJSON_ArrayForEach(u, ups) {
+        const cJSON *x = cJSON_GetObjectItem(u, "dw_fro"), *y = cJSON_GetObjectItem(u, "w_dist_fro");
+        if (cJSON_IsNumber(x) && cJSON_IsNumber(y)) a += x->valuedouble * x->valuedouble, b += y->valuedouble * y->valuedouble, n++;
+    }
+    cJSON_Delete(d);
+    *dw = sqrt(a), *dist = sqrt(b);
+    return n > 0;
+}
+
 static graft_status list_row(void *user, const graft_journal_entry *e) {
-    (void)user;
+    list_acc *acc = user;
     cJSON *r = cJSON_Parse(e->request);
     const cJSON *p = cJSON_GetObjectItem(r, "prompt"), *t = cJSON_GetObjectItem(r, "target");
-    printf("%5lld %6lld  %-5s %-7s %4d  %-3s %s  ", (long long)e->id, (long long)e->seq, e->kind, e->info.action,
-           e->info.iterations, e->info.reproduced ? "yes" : "no", e->created);
+    double dw = NAN, dist = NAN;
+    int has = !strcmp(e->kind, "edit") && update_norms(e, &dw, &dist);
+    char a[24] = "-", b[24] = "-";
+    if (has) snprintf(a, sizeof a, "%.3g", dw), snprintf(b, sizeof b, "%.4g", dist);
+    printf("%5lld %6lld  %-5s %-7s %4d  %-3s %8s %8s  %s  ", (long long)e->id, (long long)e->seq, e->kind, e->info.action,
+           e->info.iterations, e->info.reproduced ? "yes" : "no", a, b, e->created);
     if (!strcmp(e->kind, "undo"))
         printf("undoes edit %lld", (long long)e->undoes);
     else if (cJSON_IsString(p) && cJSON_IsString(t))
@@ -32,18 +64,31 @@ static graft_status list_row(void *user, const graft_journal_entry *e) {
     if (e->undone) printf("  [undone]");
     putchar('\n');
     cJSON_Delete(r);
+    if (has && acc) {
+        if (acc->n == acc->cap) {
+            acc->cap = acc->cap ? 2 * acc->cap : 256;
+            acc->x = realloc(acc->x, acc->cap * sizeof(double));
+            acc->dw = realloc(acc->dw, acc->cap * sizeof(double));
+            acc->dist = realloc(acc->dist, acc->cap * sizeof(double));
+            if (!acc->x || !acc->dw || !acc->dist) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        }
+        acc->x[acc->n] = (double)e->seq + 1, acc->dw[acc->n] = dw, acc->dist[acc->n] = dist;
+        acc->n++;
+    }
     return GRAFT_OK;
 }
 
 int cmd_edits(int argc, char **argv) {
     static const struct option opts[] = {{"adaptor", required_argument, 0, 'a'}, {"model", required_argument, 0, 'm'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *dir = NULL, *model = NULL;
+                                         {"svg", required_argument, 0, 's'},     {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *dir = NULL, *model = NULL, *svg = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "a:m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'a': dir = optarg; break;
         case 'm': model = optarg; break;
+        case 's': svg = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -65,9 +110,21 @@ int cmd_edits(int argc, char **argv) {
         /* reading needs no model */
         if ((st = graft_journal_open(dir, 0, &j)) != GRAFT_OK) return cli_fail_status("edits", st);
         if (!strcmp(verb, "list")) {
-            printf("%5s %6s  %-5s %-7s %4s  %-3s %-24s  %s\n", "id", "seq", "kind", "action", "iter", "ok", "created",
-                   "request");
-            st = graft_journal_each(j, list_row, NULL);
+            printf("%5s %6s  %-5s %-7s %4s  %-3s %8s %8s  %-24s  %s\n", "id", "seq", "kind", "action", "iter", "ok",
+                   "|dW|", "|W-W0|", "created", "request");
+            list_acc acc = {0};
+            st = graft_journal_each(j, list_row, &acc);
+            if (st == GRAFT_OK && svg) {
+                if (acc.n == 0)
+                    st = graft_fail(GRAFT_ERR_INVALID, "%s: no weight edits to plot (--svg is for ROME / MEMIT / EMMET runs)", dir);
+                else {
+                    graft_series ser[2] = {{"|W - W0| after the edit", acc.x, acc.dist, acc.n, 0, 1},
+                                           {"|dW| of the edit", acc.x, acc.dw, acc.n, 1, 2}};
+                    st = graft_svg_line_plot(svg, "Weight change per edit (Frobenius norm, all edited layers)", "edit", "norm",
+                                             ser, 2, 0.0, NAN);
+                }
+            }
+            free(acc.x), free(acc.dw), free(acc.dist);
         } else {
             graft_journal_entry e;
             st = graft_journal_get(j, id, &e);

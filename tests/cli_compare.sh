@@ -57,6 +57,18 @@ case "$r" in *"| edits |"*"Known gen"*"|W-W0|"*) ok ;; *) bad "report of ft: $r"
 r=$("$GRAFT" report "$tmp/seq/grace" 2>&1)
 case "$r" in *"|W-W0|"*) bad "report of grace shows a weight change: $r" ;; *"ERR gen"*) ok ;; *) bad "report of grace: $r" ;; esac
 
+# graft edits list: a ROME run's per-edit |dW| and |W-W0| (growing), and
+# their plot; a GRACE run has no weight change to plot
+"$GRAFT" edit -m "$M" --method rome --data "$DATA/stories_edits.jsonl" --n 3 --eval-at end --no-progress \
+  --out "$tmp/rome" >/dev/null 2>"$tmp/err6" && ok || bad "rome run: $(tail -3 "$tmp/err6")"
+l=$("$GRAFT" edits list --adaptor "$tmp/rome" --svg "$tmp/rome.svg" 2>&1)
+d1=$(printf '%s\n' "$l" | awk '$3 == "edit" {print $9}' | sed -n 1p); d3=$(printf '%s\n' "$l" | awk '$3 == "edit" {print $9}' | sed -n 3p)
+case "$l" in *"|dW|"*"|W-W0|"*) ok ;; *) bad "edits list header: $l" ;; esac
+awk -v a="$d1" -v b="$d3" 'BEGIN { exit !(a > 0 && b > a) }' && ok || bad "|W-W0| should grow over 3 ROME edits: $d1 -> $d3 in $l"
+grep -q "<polyline" "$tmp/rome.svg" 2>/dev/null && ok || bad "no |dW| plot"
+"$GRAFT" edits list --adaptor "$tmp/seq/grace" --svg "$tmp/g.svg" >/dev/null 2>"$tmp/err7"
+[ $? -ne 0 ] && grep -q "no weight edits" "$tmp/err7" && ok || bad "--svg on a GRACE run: $(cat "$tmp/err7")"
+
 # bad input: a bad --jobs, a method that fails is named, non-zero exit
 "$GRAFT" compare -m "$M" --methods grace --data "$DATA/stories_edits.jsonl" --jobs 0 --out "$tmp/x" >/dev/null 2>"$tmp/err4"
 [ $? -eq 2 ] && grep -q -- "--jobs" "$tmp/err4" && ok || bad "--jobs 0: $(cat "$tmp/err4")"
