@@ -30,7 +30,9 @@ static void usage(FILE *out) {
           "  --jobs J             run J methods at once, each in its own process with its share of the\n"
           "                       threads (default 1: one after another with every thread); a job's\n"
           "                       messages go to DIR/METHOD/log.txt\n"
-          "  --ppl-tokens N       cap on the perplexity text (default 4096)\n",
+          "  --ppl-tokens N       cap on the perplexity text (default 4096)\n"
+          "  --table-only         run nothing: rebuild the table and the plot from the run folders as they\n"
+          "                       are (finished or not), e.g. after resuming one method by hand\n",
           out);
 }
 
@@ -139,10 +141,11 @@ int cmd_compare(int argc, char **argv) {
         {"ppl-text", required_argument, 0, 'p'}, {"err-sample", required_argument, 0, 'e'}, {"opts", required_argument, 0, 'O'},
         {"resume", no_argument, 0, 'r'},         {"tokenizer", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
         {"jobs", required_argument, 0, 'j'},     {"ppl-tokens", required_argument, 0, 'P'},
+        {"table-only", no_argument, 0, 't'},
         {0, 0, 0, 0}};
     const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL;
     const char *mopts[16][2];
-    int n_mopts = 0, c, jobs = 1;
+    int n_mopts = 0, c, jobs = 1, table_only = 0;
     graft_stream_opts so;
     graft_stream_opts_default(&so);
     long v;
@@ -167,6 +170,7 @@ int cmd_compare(int argc, char **argv) {
             break;
         }
         case 'r': so.resume = 1; break;
+        case 't': table_only = 1; break;
         case 'j': if (cli_parse_int("compare", "--jobs", optarg, 1, 64, &v)) return 2; jobs = (int)v; break;
         case 'P': if (cli_parse_int("compare", "--ppl-tokens", optarg, 2, 1L << 30, &so.ppl_tokens)) return 2; break;
         case 'T': tok = optarg; break;
@@ -174,8 +178,8 @@ int cmd_compare(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || !methods || !so.data_path || !out) {
-        cli_fail("compare", "--methods, --data and --out are required");
+    if (optind < argc || !methods || (!so.data_path && !table_only) || !out) {
+        cli_fail("compare", table_only ? "--methods and --out are required" : "--methods, --data and --out are required");
         usage(stderr);
         return 2;
     }
@@ -196,7 +200,9 @@ int cmd_compare(int argc, char **argv) {
     free(list);
     int rc = 0;
     if (jobs > nm) jobs = nm;
-    if (jobs <= 1) {
+    if (table_only) {
+        /* nothing to run */
+    } else if (jobs <= 1) {
         for (int i = 0; i < nm && rc == 0; i++) rc = run_method(model, tok, out, &so, &runs[i], 0);
     } else {
         /* One child process per method, at most `jobs` at a time. The parent

@@ -49,6 +49,12 @@ cp "$tmp/par/compare.md" "$tmp/md.before"
 [ "$(sqlite3 "$tmp/par/ft/journal.sqlite" "select count(*) from edits")" = "$before" ] && ok || bad "re-run added edits"
 cmp -s "$tmp/md.before" "$tmp/par/compare.md" && ok || bad "re-run changed the table"
 
+# --table-only rebuilds the same table from the folders, running nothing
+rm "$tmp/par/compare.md"
+"$GRAFT" compare --methods grace,ft,ftl --table-only --out "$tmp/par" >/dev/null 2>"$tmp/err8" && ok || bad "--table-only: $(cat "$tmp/err8")"
+cmp -s "$tmp/md.before" "$tmp/par/compare.md" && ok || bad "--table-only wrote another table"
+[ "$(sqlite3 "$tmp/par/ft/journal.sqlite" "select count(*) from edits")" = "$before" ] && ok || bad "--table-only added edits"
+
 # graft report shows the study's columns where a run has them: the weight
 # change of a weight editor, not of GRACE (whose base weights never change)
 r=$("$GRAFT" report "$tmp/seq/ft" --markdown 2>&1)
