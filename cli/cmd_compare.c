@@ -259,7 +259,7 @@ int cmd_compare(int argc, char **argv) {
     cJSON *js = cJSON_CreateObject();
     if (!md) return cli_fail("compare", "%s: cannot write", md_path);
     fprintf(md, "| method | edits | ES (gen) | ERR (gen) | ERR (tf) | TRR (gen) | held knowledge (gen) | generalisation (gen) | "
-                "CF efficacy | CF paraphrase | CF neighbourhood | PPL | ||W-W0|| | gen. entropy | s/edit | collapse at |\n");
+                "CF efficacy | CF paraphrase | CF neighbourhood | PPL | ‖W − W0‖ | gen. entropy | s/edit | collapse at |\n");
     fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     graft_series s[4][16];
     memset(s, 0, sizeof s);
