@@ -636,8 +636,15 @@ static graft_status reload_points(runner *R, long done) {
         R->ppl0 = R->pts[0].ppl;
         for (int i = 0; i < R->n_pts && R->collapse_at < 0; i++)
             if (R->pts[i].collapsed) {
-                R->collapse_at = R->pts[i].edits;
-                snprintf(R->collapse_why, sizeof R->collapse_why, "recorded before the run was resumed");
+                /* the same words as when it was first detected, from the point's own figures */
+                const point *q = &R->pts[i];
+                R->collapse_at = q->edits;
+                if (isfinite(R->known0) && R->known0 > 0 && q->known_gen < 0.5 * R->known0)
+                    snprintf(R->collapse_why, sizeof R->collapse_why, "held knowledge %.3f < half of %.3f", q->known_gen, R->known0);
+                else if (isfinite(R->ppl0) && q->ppl > 10 * R->ppl0)
+                    snprintf(R->collapse_why, sizeof R->collapse_why, "perplexity %.1f > 10 x %.1f", q->ppl, R->ppl0);
+                else
+                    snprintf(R->collapse_why, sizeof R->collapse_why, "recorded before the run was resumed");
             }
     }
     long last_point = R->n_pts ? R->pts[R->n_pts - 1].edits : 0;
