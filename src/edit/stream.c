@@ -479,6 +479,17 @@ static graft_status generation_entropy(runner *R, graft_editor *e, double *out) 
     return GRAFT_OK;
 }
 
+/* The collapse rule, in one place for detection and for a resumed run's
+ * summary: held knowledge below half its start, or upstream perplexity ten
+ * times its start. Writes the reason and returns 1 when p has collapsed. */
+static int collapse_reason(const runner *R, const point *p, char *why, size_t n) {
+    if (isfinite(R->known0) && R->known0 > 0 && p->known_gen < 0.5 * R->known0)
+        return snprintf(why, n, "held knowledge %.3f < half of %.3f", p->known_gen, R->known0), 1;
+    if (isfinite(R->ppl0) && p->ppl > 10 * R->ppl0)
+        return snprintf(why, n, "perplexity %.1f > 10 x %.1f", p->ppl, R->ppl0), 1;
+    return 0;
+}
+
 static graft_status evaluate(runner *R, long done) {
     point p;
     memset(&p, 0, sizeof p);
@@ -531,12 +542,8 @@ static graft_status evaluate(runner *R, long done) {
     if (done == 0) {
         R->known0 = p.known_gen;
         R->ppl0 = p.ppl;
-    } else if (R->collapse_at < 0) {
-        if (isfinite(R->known0) && R->known0 > 0 && p.known_gen < 0.5 * R->known0)
-            R->collapse_at = done,
-            snprintf(R->collapse_why, sizeof R->collapse_why, "held knowledge %.3f < half of %.3f", p.known_gen, R->known0);
-        else if (isfinite(R->ppl0) && p.ppl > 10 * R->ppl0)
-            R->collapse_at = done, snprintf(R->collapse_why, sizeof R->collapse_why, "perplexity %.1f > 10 x %.1f", p.ppl, R->ppl0);
+    } else if (R->collapse_at < 0 && collapse_reason(R, &p, R->collapse_why, sizeof R->collapse_why)) {
+        R->collapse_at = done;
     }
     p.collapsed = R->collapse_at >= 0;
     if (R->n_pts == R->cap_pts) {
@@ -637,13 +644,8 @@ static graft_status reload_points(runner *R, long done) {
         for (int i = 0; i < R->n_pts && R->collapse_at < 0; i++)
             if (R->pts[i].collapsed) {
                 /* the same words as when it was first detected, from the point's own figures */
-                const point *q = &R->pts[i];
-                R->collapse_at = q->edits;
-                if (isfinite(R->known0) && R->known0 > 0 && q->known_gen < 0.5 * R->known0)
-                    snprintf(R->collapse_why, sizeof R->collapse_why, "held knowledge %.3f < half of %.3f", q->known_gen, R->known0);
-                else if (isfinite(R->ppl0) && q->ppl > 10 * R->ppl0)
-                    snprintf(R->collapse_why, sizeof R->collapse_why, "perplexity %.1f > 10 x %.1f", q->ppl, R->ppl0);
-                else
+                R->collapse_at = R->pts[i].edits;
+                if (!collapse_reason(R, &R->pts[i], R->collapse_why, sizeof R->collapse_why))
                     snprintf(R->collapse_why, sizeof R->collapse_why, "recorded before the run was resumed");
             }
     }
