@@ -88,12 +88,6 @@ static void fmt(char *b, size_t n, double v, const char *f) {
     else snprintf(b, n, "-");
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One method's stream on a freshly loaded model (weight editors change the
  * weights). In a child process (to_log) the messages go to DIR/METHOD/log.txt
  * and the progress bar is off, so parallel jobs do not garble the terminal. */
@@ -227,7 +221,7 @@ int cmd_compare(int argc, char **argv) {
                     fflush(NULL);
                     _exit(code);
                 }
-                pids[next] = pid, started[next] = now_s();
+                pids[next] = pid, started[next] = graft_now_s();
                 fprintf(stderr, "compare: %s started (pid %d, %d thread%s; messages in %s/%s/log.txt)\n", runs[next].name,
                         (int)pid, share, share == 1 ? "" : "s", out, runs[next].name);
                 next++, running++;
@@ -242,7 +236,7 @@ int cmd_compare(int argc, char **argv) {
                 if (pids[i] == done) {
                     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
                     fprintf(stderr, "compare: %s %s after %.0f s%s\n", runs[i].name, code ? "FAILED" : "finished",
-                            now_s() - started[i], code ? " (see its log.txt)" : "");
+                            graft_now_s() - started[i], code ? " (see its log.txt)" : "");
                     if (code) failed = 1;
                     running--;
                 }

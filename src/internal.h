@@ -101,6 +101,8 @@ typedef struct graft_progress {
 } graft_progress;
 
 /* A progress line on stderr: what [=====>    ] done/total rate elapsed ETA extra. */
+/* Seconds on the monotonic clock (for durations: progress rates, per-edit times). */
+double graft_now_s(void);
 void graft_progress_start(graft_progress *p, const char *what, int64_t total, int64_t done);
 void graft_progress_update(graft_progress *p, int64_t done, const char *extra);
 void graft_progress_end(graft_progress *p);

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void) {
+double graft_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -19,7 +19,7 @@ void graft_progress_start(graft_progress *p, const char *what, int64_t total, in
     snprintf(p->what, sizeof p->what, "%s", what);
     p->total = total;
     p->start_done = p->done = done;
-    p->t0 = p->last = now_s();
+    p->t0 = p->last = graft_now_s();
     p->tty = isatty(2);
     p->enabled = 1;
 }
@@ -34,7 +34,7 @@ static void fmt_time(char *b, size_t n, double s) {
 void graft_progress_update(graft_progress *p, int64_t done, const char *extra) {
     if (!p->enabled) return;
     p->done = done;
-    double t = now_s();
+    double t = graft_now_s();
     int final = done >= p->total;
     if (p->tty) {
         if (!final && t - p->last < 0.25) return;

@@ -19,12 +19,6 @@
 #define CKPT_VERSION 1u
 #define MAX_STATS_LAYERS 256
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void graft_stats_opts_default(graft_stats_opts *o) {
     memset(o, 0, sizeof *o);
     o->progress = 1;
@@ -300,7 +294,7 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
     if (!o->corpus || !o->out) return graft_fail(GRAFT_ERR_INVALID, "stats: a corpus and an output path are needed");
     graft_tokenizer *tok = graft_model_tokenizer(m);
     if (!tok) return graft_fail(GRAFT_ERR_INVALID, "stats: the model has no tokenizer (give one with --tokenizer)");
-    double t0 = now_s();
+    double t0 = graft_now_s();
     stats_state s;
     memset(&s, 0, sizeof s);
     s.m = m;
@@ -377,7 +371,7 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
     int64_t total = o->max_tokens > 0 ? o->max_tokens : (int64_t)corpus.size;
     if (o->progress && st == GRAFT_OK)
         graft_progress_start(&pg, "stats", total, o->max_tokens > 0 ? s.tokens : (int64_t)s.byte_off);
-    double last_ckpt = now_s();
+    double last_ckpt = graft_now_s();
     int64_t windows_here = 0, tokens_here = 0;
     int stopped = 0;
     while (st == GRAFT_OK) {
@@ -418,7 +412,7 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
         tokens_here += n;
         if (o->progress) {
             char extra[64];
-            double el = now_s() - t0;
+            double el = graft_now_s() - t0;
             snprintf(extra, sizeof extra, "%lld tokens, %.0f tok/s", (long long)s.tokens, el > 0 ? tokens_here / el : 0.0);
             /* corpus bytes are tokenized a megabyte ahead, so byte_off alone
              * jumps and then stands still: count the bytes already consumed
@@ -427,9 +421,9 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
             graft_progress_update(&pg, o->max_tokens > 0 ? s.tokens : done_bytes, extra);
         }
         int stop_now = o->stop_after_windows > 0 && windows_here >= o->stop_after_windows;
-        if (stop_now || o->checkpoint_every_s <= 0 || now_s() - last_ckpt >= o->checkpoint_every_s) {
+        if (stop_now || o->checkpoint_every_s <= 0 || graft_now_s() - last_ckpt >= o->checkpoint_every_s) {
             st = ckpt_write(ckpt_path, &s, &id);
-            last_ckpt = now_s();
+            last_ckpt = graft_now_s();
         }
         if (stop_now) {
             stopped = 1;
@@ -453,7 +447,7 @@ graft_status graft_stats_compute(graft_model *m, const graft_stats_opts *o, graf
     res->tokens = s.tokens;
     res->windows = s.windows;
     res->tokens_run = tokens_here;
-    res->seconds = now_s() - t0;
+    res->seconds = graft_now_s() - t0;
     graft_run_free(r);
     free(ids);
     for (int i = 0; i < s.n_layers; i++) free(s.sum[i]);

@@ -27,12 +27,6 @@ void graft_stream_opts_default(graft_stream_opts *o) {
     o->progress = 1;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---------------------------------------------------------------- item sets */
 
 typedef struct item_set {
@@ -536,7 +530,7 @@ static graft_status evaluate(runner *R, long done) {
         graft_grace_get_stats(R->e, &gs);
         p.keys = done > 0 ? gs.n_keys : 0;
     }
-    p.elapsed = R->elapsed_before + now_s() - R->t_start;
+    p.elapsed = R->elapsed_before + graft_now_s() - R->t_start;
     /* collapse: held knowledge below half its starting value, or upstream
      * perplexity ten times its start; the run goes on and records the index */
     if (done == 0) {
@@ -705,7 +699,7 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     memset(&R, 0, sizeof R);
     R.m = m;
     R.o = o;
-    R.t_start = now_s();
+    R.t_start = graft_now_s();
     R.collapse_at = -1;
     if (o->batch < 1) return graft_fail(GRAFT_ERR_INVALID, "--batch must be at least 1");
     graft_status st = prepare(&R);
@@ -771,9 +765,9 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
         }
         graft_edit_info info;
         graft_blob ch = {0};
-        double t0 = now_s();
+        double t0 = graft_now_s();
         st = nb == 1 ? R.e->ops->apply(R.e, &reqs[0], &info, &ch) : R.e->ops->apply_batch(R.e, reqs, nb, &info, &ch);
-        double secs = now_s() - t0;
+        double secs = graft_now_s() - t0;
         free(reqs);
         /* ES of every request of the step, right after it */
         acc a = {0};
