@@ -6,8 +6,10 @@
 #include <string.h>
 
 static void usage(FILE *out) {
-    fputs("usage: graft tokenize [-m MODEL | --tokenizer PATH] (--text TEXT | --decode 1,2,3) [--bos]\n"
+    fputs("usage: graft tokenize [-m MODEL | --tokenizer PATH] (--text TEXT [--target T] | --decode 1,2,3) [--bos]\n"
           "  --text TEXT     print the token ids of TEXT as a JSON array (no BOS unless --bos)\n"
+          "  --target T      with --text PROMPT: the edit's tokens, as every editor and metric takes them:\n"
+          "                  {\"prompt\": [...], \"target\": [...], \"merged\": false} (docs/GRACE.md)\n"
           "  --decode IDS    print the text of a comma-separated id list\n",
           out);
 }
@@ -16,8 +18,9 @@ int cmd_tokenize(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},  {"text", required_argument, 0, 't'},
                                          {"decode", required_argument, 0, 'd'}, {"tokenizer", required_argument, 0, 'T'},
                                          {"bos", no_argument, 0, 'B'},          {"help", no_argument, 0, 'h'},
+                                         {"target", required_argument, 0, 'g'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *text = NULL, *decode = NULL, *tok_path = NULL;
+    const char *model = NULL, *text = NULL, *decode = NULL, *tok_path = NULL, *target = NULL;
     int bos = 0, c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
@@ -26,12 +29,13 @@ int cmd_tokenize(int argc, char **argv) {
         case 'd': decode = optarg; break;
         case 'T': tok_path = optarg; break;
         case 'B': bos = 1; break;
+        case 'g': target = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if ((text != NULL) == (decode != NULL) || optind < argc) {
-        cli_fail("tokenize", "give exactly one of --text or --decode");
+    if ((text != NULL) == (decode != NULL) || optind < argc || (target && !text)) {
+        cli_fail("tokenize", target && !text ? "--target needs --text (the prompt)" : "give exactly one of --text or --decode");
         usage(stderr);
         return 2;
     }
@@ -53,7 +57,23 @@ int cmd_tokenize(int argc, char **argv) {
     int rc = 1;
     int *ids = NULL;
     size_t n = 0;
-    if (text) {
+    if (text && target) {
+        int *t = NULL, merged = 0;
+        size_t nt = 0;
+        st = graft_tokenize_pair(tok, text, target, &ids, &n, &t, &nt, &merged);
+        if (st != GRAFT_OK) {
+            cli_fail_status("tokenize", st);
+            goto done;
+        }
+        int b = bos || !strcmp(graft_tokenizer_kind(tok), "llama2c-spm") ? graft_tokenizer_bos(tok) : -1;
+        fputs("{\"prompt\": [", stdout);
+        if (b >= 0) printf("%d", b);
+        for (size_t i = 0; i < n; i++) printf(i || b >= 0 ? ", %d" : "%d", ids[i]);
+        fputs("], \"target\": [", stdout);
+        for (size_t i = 0; i < nt; i++) printf(i ? ", %d" : "%d", t[i]);
+        printf("], \"merged\": %s}\n", merged ? "true" : "false");
+        free(t);
+    } else if (text) {
         if (cli_encode("tokenize", tok, text, strlen(text), bos, &ids, &n)) goto done;
         fputc('[', stdout);
         for (size_t i = 0; i < n; i++) printf(i ? ", %d" : "%d", ids[i]);

@@ -79,6 +79,20 @@ int graft_tokenizer_eos(const graft_tokenizer *tok);
  */
 graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t len,
                             int **ids, size_t *n);
+/*
+ * The one rule for an edit's or a metric's target tokens: encode prompt and
+ * target as one text and take the tokens after the prompt's, so the target
+ * is tokenised the way the model would emit it after that prompt (a
+ * SentencePiece target gets no dummy-prefix piece of its own). One space joins
+ * them unless the prompt ends or the target starts with whitespace (" kite"
+ * is taken as written). When the prompt's last token merges with the target's
+ * first (e.g. a prompt ending in a space), the prompt keeps its own tokens
+ * (what a user who types it sends) and the target is encoded as the text's
+ * continuation; *merged (may be NULL) is then 1. No BOS is added. Both
+ * arrays are malloc'ed; *nt may be 0 for an empty target.
+ */
+graft_status graft_tokenize_pair(const graft_tokenizer *tok, const char *prompt, const char *target,
+                                 int **prompt_ids, size_t *np, int **target_ids, size_t *nt, int *merged);
 /* Decode ids into a malloc'ed NUL-terminated string (its length in *len). */
 graft_status graft_detokenize(const graft_tokenizer *tok, const int *ids, size_t n,
                               char **text, size_t *len);

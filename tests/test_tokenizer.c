@@ -596,6 +596,73 @@ static void check_corrupt_json(const char *tmpdir) {
     CHECK(tok == NULL);
 }
 
+/* ================================================================ edit pairs */
+
+/* The target tokens graft_tokenize_pair gives must be exactly the tail of
+ * the joined text's tokens, whatever the leading space, and decode back to
+ * the target as written (with the joining space). */
+static void check_pair(const graft_tokenizer *tok, const char *prompt, const char *target, const char *joined,
+                       int want_merged) {
+    int *p = NULL, *t = NULL, *all = NULL, merged = -1;
+    size_t np = 0, nt = 0, na = 0;
+    CHECK_OK(graft_tokenize_pair(tok, prompt, target, &p, &np, &t, &nt, &merged));
+    CHECK_OK(graft_tokenize(tok, joined, strlen(joined), &all, &na));
+    CHECK_MSG(merged == want_merged, "'%s' + '%s': merged %d", prompt, target, merged);
+    if (!want_merged)
+        CHECK_MSG(np + nt == na && !memcmp(all, p, np * sizeof(int)) && !memcmp(all + np, t, nt * sizeof(int)),
+                  "'%s' + '%s': %zu + %zu tokens, the joined text has %zu", prompt, target, np, nt, na);
+    /* [BOS] + prompt + target ids decode to the joined text (llama2.c drops
+     * the dummy-prefix space after BOS) */
+    int *both = malloc((np + nt + 1) * sizeof(int)), b = 0;
+    if (!strcmp(graft_tokenizer_kind(tok), "llama2c-spm")) both[b++] = graft_tokenizer_bos(tok);
+    memcpy(both + b, p, np * sizeof(int));
+    memcpy(both + b + np, t, nt * sizeof(int));
+    char *back = NULL;
+    size_t bl = 0;
+    CHECK_OK(graft_detokenize(tok, both, b + np + nt, &back, &bl));
+    CHECK_MSG(back && !strcmp(back, joined), "'%s' + '%s' decodes to '%s'", prompt, target, back ? back : "");
+    free(back), free(both), free(p), free(t), free(all);
+}
+
+static void check_pairs(void) {
+    char *spm_path = data_path("tok512.bin"), *bpe_path = data_path("gpt2-tokenizer");
+    char byte_path[1024];
+    snprintf(byte_path, sizeof byte_path, "%s/../../models/factbase", test_data_dir());
+    graft_tokenizer *spm = NULL, *bpe = NULL, *byte = NULL;
+    CHECK_OK(graft_tokenizer_load(spm_path, &spm));
+    CHECK_OK(graft_tokenizer_load(bpe_path, &bpe));
+    if (graft_path_exists(byte_path)) CHECK_OK(graft_tokenizer_load(byte_path, &byte));
+    else printf("skip: the byte tokenizer pairs (%s is missing)\n", byte_path);
+    graft_tokenizer *toks[3] = {spm, bpe, byte};
+    for (int k = 0; k < 3; k++) {
+        if (!toks[k]) continue;
+        /* with and without the target's leading space: the same tokens */
+        check_pair(toks[k], "Tom had a big red", " kite", "Tom had a big red kite", 0);
+        check_pair(toks[k], "Tom had a big red", "kite", "Tom had a big red kite", 0);
+        check_pair(toks[k], "The mother tongue of Danielle Darrieux is", "English",
+                   "The mother tongue of Danielle Darrieux is English", 0);
+        check_pair(toks[k], "Q: capital of France? A:", " Paris, France", "Q: capital of France? A: Paris, France", 0);
+    }
+    if (spm) {
+        /* the bug of issue 9: " kite" alone carries the dummy-prefix piece, in context it does not */
+        int *a = NULL, *p = NULL, *t = NULL;
+        size_t na = 0, np = 0, nt = 0;
+        CHECK_OK(graft_tokenize(spm, " kite", 5, &a, &na));
+        CHECK_OK(graft_tokenize_pair(spm, "Tom had a big red", " kite", &p, &np, &t, &nt, NULL));
+        CHECK_MSG(na == nt + 1 && !memcmp(a + 1, t, nt * sizeof(int)), "alone %zu tokens, in context %zu", na, nt);
+        free(a), free(p), free(t);
+    }
+    /* a prompt ending in a space: its last token merges with the target's first */
+    if (spm) check_pair(spm, "Tom had a big red ", "kite", "Tom had a big red kite", 1);
+    if (bpe) check_pair(bpe, "The capital of France is ", "Paris", "The capital of France is Paris", 1);
+    if (byte) check_pair(byte, "The capital of France is ", "Paris", "The capital of France is Paris", 0);
+    int *p = NULL, *t = NULL;
+    size_t np = 0, nt = 0;
+    CHECK_FAILS(graft_tokenize_pair(spm, NULL, "x", &p, &np, &t, &nt, NULL), GRAFT_ERR_INVALID, "NULL");
+    graft_tokenizer_free(spm), graft_tokenizer_free(bpe), graft_tokenizer_free(byte);
+    free(spm_path), free(bpe_path);
+}
+
 /* ================================================================ main */
 
 int main(void) {
@@ -618,6 +685,7 @@ int main(void) {
     free(gpt2_dir);
 
     check_llama2c(tmpdir);
+    check_pairs();
     check_corrupt_llama2c(tmpdir);
     check_corrupt_json(tmpdir);
     rmdir(tmpdir);

@@ -10,16 +10,7 @@ graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const c
     int bos = spm ? graft_tokenizer_bos(tok) : -1;
     int *p = NULL, *t = NULL;
     size_t np = 0, nt = 0;
-    GRAFT_TRY(graft_tokenize(tok, prompt, strlen(prompt), &p, &np));
-    size_t tl = strlen(target);
-    char *spaced = malloc(tl + 2);
-    graft_status st = spaced ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    if (st == GRAFT_OK) {
-        spaced[0] = ' ';
-        memcpy(spaced + 1, target, tl + 1);
-        st = spm ? graft_tokenize(tok, target, tl, &t, &nt) : graft_tokenize(tok, spaced, tl + 1, &t, &nt);
-    }
-    free(spaced);
+    graft_status st = graft_tokenize_pair(tok, prompt, target, &p, &np, &t, &nt, NULL);
     if (st == GRAFT_OK && (nt == 0 || np + (bos >= 0) == 0))
         st = graft_fail(GRAFT_ERR_INVALID, "empty prompt or target after tokenization (prompt '%.60s', target '%.60s')",
                         prompt, target);

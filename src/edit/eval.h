@@ -17,10 +17,11 @@ typedef struct graft_eval_item {
 
 /*
  * Tokenize a (prompt, target) pair the way every editor and metric in graft
- * does: prompt = [BOS if the tokenizer's models expect one] + encode(prompt);
- * target = encode(" " + target) for byte-level BPE (EasyEdit joins prompt and
- * target with a space), encode(target) for llama2.c tokenizers (their dummy
- * prefix already is that space). Text is never split inside the target.
+ * does: prompt = [BOS if the tokenizer's models expect one] + its tokens;
+ * target = the tokens that follow the prompt's when prompt and target are
+ * encoded as one text (graft_tokenize_pair: one space joins them unless
+ * either side has whitespace there). A SentencePiece target thus never
+ * carries a dummy-prefix piece the model would not emit mid-text.
  */
 graft_status graft_encode_pair(graft_tokenizer *tok, const char *prompt, const char *target, graft_eval_item *it);
 void graft_eval_item_free(graft_eval_item *it);

@@ -216,11 +216,13 @@ static graft_status push_piece(const graft_tokenizer *t, const uint8_t *s, size_
     return GRAFT_OK;
 }
 
-/* Initial symbols: the dummy-prefix space, then each code point (run.c's
- * grouping: a byte plus up to 3 continuation bytes, not validated). */
-static graft_status initial_symbols(const graft_tokenizer *t, const uint8_t *s, size_t n, int *ids, size_t *k) {
+/* Initial symbols: the dummy-prefix space (unless the text continues earlier
+ * text), then each code point (run.c's grouping: a byte plus up to 3
+ * continuation bytes, not validated). */
+static graft_status initial_symbols(const graft_tokenizer *t, const uint8_t *s, size_t n, bool dummy, int *ids,
+                                    size_t *k) {
     *k = 0;
-    GRAFT_TRY(push_piece(t, (const uint8_t *)" ", 1, 0, ids, k));
+    if (dummy) GRAFT_TRY(push_piece(t, (const uint8_t *)" ", 1, 0, ids, k));
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
         while (j < n && j - i < 4 && (s[j] & 0xC0) == 0x80) j++;
@@ -230,7 +232,7 @@ static graft_status initial_symbols(const graft_tokenizer *t, const uint8_t *s, 
     return GRAFT_OK;
 }
 
-graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size_t len, tok_ids *out) {
+graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size_t len, bool dummy, tok_ids *out) {
     if (len == 0) return GRAFT_OK;
     tok_merge_work w = {0};
     spm_ctx c = {&t->spm, malloc(2 * (size_t)t->spm.max_len + 1)};
@@ -240,7 +242,7 @@ graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size
     graft_status st = GRAFT_OK;
     if (!c.cat || !ids)
         st = graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory (or text too long) encoding %zu bytes", t->path, len);
-    if (st == GRAFT_OK) st = initial_symbols(t, (const uint8_t *)text, len, ids, &k);
+    if (st == GRAFT_OK) st = initial_symbols(t, (const uint8_t *)text, len, dummy, ids, &k);
     if (st == GRAFT_OK && !tok_merge_run(&w, k, spm_pair, &c, out))
         st = graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory (or text too long) encoding %zu bytes", t->path, len);
     tok_merge_free(&w);

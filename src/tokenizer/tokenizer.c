@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "tokenizer.h"
 
+#include <ctype.h>
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,7 +195,8 @@ graft_status graft_tokenizer_find(const char *model_path, graft_tokenizer **out)
 
 /* ================================================================ encode / decode */
 
-graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t len, int **ids, size_t *n) {
+/* cont: the text continues earlier text (no SentencePiece dummy prefix). */
+static graft_status encode(const graft_tokenizer *tok, const char *text, size_t len, bool cont, int **ids, size_t *n) {
     if (!ids || !n) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize: ids or n is NULL");
     *ids = NULL;
     *n = 0;
@@ -201,7 +204,7 @@ graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t
     if (!text && len > 0) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize: text is NULL");
     tok_ids out = {0};
     if (!tok_ids_reserve(&out, len / 4 + 16)) return graft_fail(GRAFT_ERR_NOMEM, "graft_tokenize: out of memory");
-    graft_status st = tok->kind == TOK_LLAMA2C ? tok_llama2c_encode(tok, text, len, &out)
+    graft_status st = tok->kind == TOK_LLAMA2C ? tok_llama2c_encode(tok, text, len, !cont, &out)
                                                : tok_gpt2_encode(tok, text, len, &out);
     if (st != GRAFT_OK) {
         free(out.v);
@@ -210,6 +213,60 @@ graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t
     *ids = out.v;
     *n = out.n;
     return GRAFT_OK;
+}
+
+graft_status graft_tokenize(const graft_tokenizer *tok, const char *text, size_t len, int **ids, size_t *n) {
+    return encode(tok, text, len, false, ids, n);
+}
+
+static bool ends_space(const char *s, size_t n) { return n > 0 && isspace((unsigned char)s[n - 1]); }
+
+graft_status graft_tokenize_pair(const graft_tokenizer *tok, const char *prompt, const char *target, int **p,
+                                 size_t *np, int **t, size_t *nt, int *merged) {
+    if (!p || !np || !t || !nt || !prompt || !target)
+        return graft_fail(GRAFT_ERR_INVALID, "graft_tokenize_pair: NULL argument");
+    *p = *t = NULL;
+    *np = *nt = 0;
+    if (merged) *merged = 0;
+    size_t lp = strlen(prompt), lt = strlen(target);
+    /* one space between words, unless either side already has whitespace
+     * there (" kite" is taken as written) or the prompt is empty */
+    bool space = lp > 0 && lt > 0 && !ends_space(prompt, lp) && !isspace((unsigned char)target[0]);
+    size_t lj = lt + (space ? 1 : 0);
+    char *text = malloc(lp + lj + 1);
+    if (!text) return graft_fail(GRAFT_ERR_NOMEM, "graft_tokenize_pair: out of memory");
+    memcpy(text, prompt, lp);
+    if (space) text[lp] = ' ';
+    memcpy(text + lp + (space ? 1 : 0), target, lt + 1);
+    int *all = NULL;
+    size_t na = 0;
+    graft_status st = encode(tok, prompt, lp, false, p, np);
+    if (st == GRAFT_OK) st = encode(tok, text, lp + lj, false, &all, &na);
+    if (st == GRAFT_OK) {
+        bool prefix = na >= *np && !memcmp(all, *p, *np * sizeof(int));
+        if (prefix) {
+            /* the usual case: the target's tokens as they stand after the prompt */
+            *nt = na - *np;
+            *t = malloc((*nt ? *nt : 1) * sizeof(int));
+            if (!*t) st = graft_fail(GRAFT_ERR_NOMEM, "graft_tokenize_pair: out of memory");
+            else if (*nt) memcpy(*t, all + *np, *nt * sizeof(int));
+        } else {
+            /* the prompt's last token merges with the target's first (e.g. a
+             * prompt ending in a space): keep the prompt's own tokens, which is
+             * what a user who types that prompt sends, and encode the rest of
+             * the text as its continuation */
+            if (merged) *merged = 1;
+            st = encode(tok, text + lp, lj, true, t, nt);
+        }
+    }
+    free(all);
+    free(text);
+    if (st != GRAFT_OK) {
+        free(*p), free(*t);
+        *p = *t = NULL;
+        *np = *nt = 0;
+    }
+    return st;
 }
 
 static graft_status piece_at(const graft_tokenizer *tok, int prev, int id, size_t pos, const char **bytes,

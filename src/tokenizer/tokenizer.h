@@ -151,7 +151,9 @@ void tok_gpt2_byte_to_unicode(int32_t table[256]);
 
 /* llama2.c tokenizer (llama2c.c). */
 graft_status tok_llama2c_load(graft_tokenizer *t, const char *path);
-graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size_t len, tok_ids *out);
+/* dummy: prepend SentencePiece's dummy-prefix space (a text of its own);
+ * false: the text continues earlier text (graft_tokenize_pair). */
+graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size_t len, bool dummy, tok_ids *out);
 void tok_llama2c_free(tok_spm *s);
 
 #endif
