@@ -27,13 +27,23 @@ static void usage(FILE *out) {
           "  --tokenizer PATH     tokenizer, when not beside the model\n"
           "  --no-progress        no progress bar\n"
           "GRACE options:\n"
-          "  --layer L            edited block (default: 3/4 of the depth)\n"
+          "  --layer L            edited block (default: 3/4 of the depth, at most n_layer - 3)\n"
           "  --eps E              radius of a new key (1.0)\n"
           "  --lr LR              value learning rate (1.0)\n"
-          "  --n-iter N           value-training steps at most (100)\n"
-          "  --no-early-stop      always run n-iter steps\n"
-          "  --init cold|warm     value initialisation (cold)\n"
-          "  --replace last|prompt|all   rows a hit overwrites (last)\n"
+          "  --train MODE         success (default): train each value until greedy generation gives the\n"
+          "                       target (rate halved on plateaus, one retry from the other init);\n"
+          "                       fixed: the paper's loop of --n-iter constant-rate Adam steps\n"
+          "  --max-iter N         success: value-training steps per edit at most (500)\n"
+          "  --margin X           success: lead of the target logit at every position (0.5)\n"
+          "  --n-iter N           fixed: value-training steps at most (100)\n"
+          "  --no-early-stop      fixed: always run n-iter steps\n"
+          "  --init warm|cold     value initialisation: the layer's own output (warm, default) or\n"
+          "                       uniform [0,1) (cold, the paper's)\n"
+          "  --replace MODE       rows a hit overwrites, key at row t: upto_key [0,t] (default),\n"
+          "                       last [t] (EasyEdit), prompt [0,t) (the official code), all\n"
+          "  --paper              the official GRACE loop: --train fixed --no-early-stop --init cold\n"
+          "                       --replace prompt (n_iter 100 constant-rate Adam steps)\n"
+          "  --require-success    stop with an error when an edit does not reproduce its target\n"
           "  --expand coverage|moving_average\n"
           "  --label-mean         compare labels by the mean of their ids (the official code's rule)\n"
           "  --key prompt_last|target_first   the key token (default prompt_last; target_first is the\n"
@@ -91,10 +101,36 @@ static int ft_list(cJSON *eo, const char *key, const char *arg, int nums) {
 }
 /* --- end FT --- */
 
+/* Say which edits did not take (summary.json's failed_rows): a failed edit
+ * is never silent. */
+static void report_failed(const char *dir) {
+    char *path = graft_path_join(dir, "summary.json"), *text = NULL;
+    cJSON *j = path && graft_read_file(path, &text, NULL) == GRAFT_OK ? cJSON_Parse(text) : NULL;
+    const cJSON *n = cJSON_GetObjectItem(j, "failed_edits"), *rows = cJSON_GetObjectItem(j, "failed_rows");
+    const cJSON *all = cJSON_GetObjectItem(j, "n_requests");
+    if (cJSON_IsNumber(n) && n->valueint > 0) {
+        fprintf(stderr, "graft edit: %d of %d edits did not take (greedy generation right after the edit missed the "
+                        "target); data rows:", n->valueint, cJSON_IsNumber(all) ? all->valueint : 0);
+        int k = 0;
+        const cJSON *r;
+        cJSON_ArrayForEach(r, rows) {
+            if (k++ == 20) {
+                fprintf(stderr, " ... (all in summary.json)");
+                break;
+            }
+            fprintf(stderr, " %d", r->valueint);
+        }
+        fputc('\n', stderr);
+    } else if (cJSON_IsNumber(n))
+        fprintf(stderr, "graft edit: every edit took (greedy generation gave each target right after its edit)\n");
+    cJSON_Delete(j);
+    free(text), free(path);
+}
+
 int cmd_edit(int argc, char **argv) {
     enum { O_METHOD = 256, O_DATA, O_FORMAT, O_N, O_EVERY, O_AT, O_BATCH, O_SEED, O_OUT, O_RESUME, O_UP, O_UPN,
            O_PPL, O_PPLN, O_ERRS, O_TOK, O_NOPROG, O_LAYER, O_EPS, O_LR, O_NITER, O_NOES, O_INIT, O_REPLACE, O_EXPAND,
-           O_LMEAN, O_KEY,
+           O_LMEAN, O_KEY, O_TRAIN, O_MAXIT, O_MARGIN, O_REQ, O_PAPER,
            /* --- FT baselines --- */
            O_FT_LAYERS, O_FT_MODULES, O_FT_PARAMS, O_FT_LR, O_FT_STEPS, O_FT_STOP, O_FT_ES, O_FT_LOSS, O_FT_LINF,
            O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW,
@@ -115,6 +151,9 @@ int cmd_edit(int argc, char **argv) {
         {"no-early-stop", no_argument, 0, O_NOES}, {"init", required_argument, 0, O_INIT},
         {"replace", required_argument, 0, O_REPLACE}, {"expand", required_argument, 0, O_EXPAND},
         {"label-mean", no_argument, 0, O_LMEAN}, {"key", required_argument, 0, O_KEY},
+        {"train", required_argument, 0, O_TRAIN}, {"max-iter", required_argument, 0, O_MAXIT},
+        {"margin", required_argument, 0, O_MARGIN}, {"require-success", no_argument, 0, O_REQ},
+        {"paper", no_argument, 0, O_PAPER},
         /* --- FT baselines --- */
         {"ft-layers", required_argument, 0, O_FT_LAYERS}, {"ft-modules", required_argument, 0, O_FT_MODULES},
         {"ft-params", required_argument, 0, O_FT_PARAMS}, {"ft-lr", required_argument, 0, O_FT_LR},
@@ -174,6 +213,16 @@ int cmd_edit(int argc, char **argv) {
         case O_EXPAND: cJSON_AddStringToObject(eo, "expand", optarg); break;
         case O_LMEAN: cJSON_AddBoolToObject(eo, "label_mean_compat", 1); break;
         case O_KEY: cJSON_AddStringToObject(eo, "key", optarg); break;
+        case O_TRAIN: cJSON_AddStringToObject(eo, "train", optarg); break;
+        case O_MAXIT: if (cli_parse_int("edit", "--max-iter", optarg, 0, 1 << 20, &v)) goto out; cJSON_AddNumberToObject(eo, "max_iter", (double)v); break;
+        case O_MARGIN: if (cli_parse_float("edit", "--margin", optarg, 0, 1e6, &d)) goto out; cJSON_AddNumberToObject(eo, "margin", d); break;
+        case O_REQ: o.require_success = 1; break;
+        case O_PAPER: /* later --train/--init/--replace still win: the JSON keeps the last value */
+            cJSON_DeleteItemFromObject(eo, "train"), cJSON_DeleteItemFromObject(eo, "init");
+            cJSON_DeleteItemFromObject(eo, "replace"), cJSON_DeleteItemFromObject(eo, "early_stop");
+            cJSON_AddStringToObject(eo, "train", "fixed"), cJSON_AddStringToObject(eo, "init", "cold");
+            cJSON_AddStringToObject(eo, "replace", "prompt"), cJSON_AddBoolToObject(eo, "early_stop", 0);
+            break;
         /* --- FT baselines --- */
         case O_FT_LAYERS: if (ft_list(eo, "layers", optarg, 1)) goto out; break;
         case O_FT_MODULES: if (ft_list(eo, "modules", optarg, 0)) goto out; break;
@@ -220,6 +269,7 @@ int cmd_edit(int argc, char **argv) {
             cli_fail_status("edit", st);
         else {
             fprintf(stderr, "graft edit: done; results in %s (results.jsonl, summary.json, retention.svg)\n", o.out_dir);
+            report_failed(o.out_dir);
             rc = 0;
         }
     }

@@ -35,7 +35,8 @@ typedef enum graft_status {
     GRAFT_ERR_NOMEM,       /* an allocation failed                         */
     GRAFT_ERR_UNSUPPORTED, /* valid input graft cannot handle (yet)        */
     GRAFT_ERR_RANGE,       /* token id out of range, prompt too long, ...  */
-    GRAFT_ERR_INTERNAL     /* a bug in graft: please report it             */
+    GRAFT_ERR_INTERNAL,    /* a bug in graft: please report it             */
+    GRAFT_ERR_EDIT_FAILED  /* an edit did not take (--require-success)     */
 } graft_status;
 
 /* A short constant name for a status ("format error", ...). */

@@ -108,6 +108,7 @@ struct graft_run {
     float *slab;      /* one allocation carved into the buffers above */
     size_t slab_floats;
     int max_seq_len;  /* longest sequence the att buffer was sized for */
+    int row0;         /* suffix passes: first row forward_from/backward recompute (0: all) */
 };
 
 /*
@@ -146,6 +147,18 @@ graft_status graft_run_forward(graft_run *r);
  * site's hooks run again, so a hook may change what it writes between calls.
  */
 graft_status graft_run_forward_from(graft_run *r, int layer, graft_site site);
+
+/*
+ * Suffix passes (editors): declare that only rows [row, T) of the batch can
+ * change from now on, because whatever an editor changes enters at `row` or
+ * later (causal attention: earlier rows never see it). graft_run_forward_from
+ * then recomputes only those rows above its site (attending to the cached
+ * keys and values of the earlier ones), and graft_run_backward takes
+ * activation gradients through those rows only. One-sequence train runs,
+ * activation gradients only (grads NULL); every out row must be >= row.
+ * graft_run_set_batch resets it to 0 (every row).
+ */
+graft_status graft_run_set_row0(graft_run *r, int row);
 
 /*
  * Mean cross-entropy of the out rows against targets[n_out] (target < 0:

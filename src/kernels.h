@@ -121,17 +121,24 @@ size_t graft_attention_att_size(const graft_seqs *seqs, int n_head);
  * v rows stride ldkv (KV*D used). out [T, H*D] (stride H*D) is overwritten.
  * att (size graft_attention_att_size) receives the probabilities for
  * backward, or is NULL when no backward will follow.
+ * from > 0 (a suffix pass): the query rows before row `from` of each sequence
+ * are left as they are (their out and att rows stay from an earlier pass);
+ * the later rows still attend to every key.
  */
 void graft_attention_forward(float *out, float *att, const float *q, int ldq, const float *k,
                              const float *v, int ldkv, const graft_seqs *seqs, int n_head,
-                             int n_kv_head, int head_dim);
+                             int n_kv_head, int head_dim, int from);
 /* dq/dk/dv (same strides as q/k/v) += gradients given dout [T, H*D]. Needs
  * the att probabilities of the forward; their layout, for sequence s of
  * length L_s, head h, query row t and key u <= t:
- *   att[H * sum_{s' < s} L_{s'}^2 + h * L_s^2 + t * L_s + u]. */
+ *   att[H * sum_{s' < s} L_{s'}^2 + h * L_s^2 + t * L_s + u].
+ * from > 0: only query rows from row `from` of each sequence on carry a
+ * gradient, and keys before it are constants: their dk/dv rows are not
+ * touched (dq of the later rows still sums over every key). */
 void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
                               const float *att, const float *q, const float *k, const float *v,
-                              const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim);
+                              const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim,
+                              int from);
 /*
  * Attention of n_new query rows (positions past..past+n_new-1 of one
  * sequence) over a KV cache holding past+n_new rows (stride ldkv); causal.

@@ -678,7 +678,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
 
     char what[96];
     snprintf(what, sizeof what, "attention(H=%d KV=%d D=%d fused=%d T=%d) out", H, KV, D, fused, T);
-    graft_attention_forward(out, att, q, ldq, k, v, ldkv, &seqs, H, KV, D);
+    graft_attention_forward(out, att, q, ldq, k, v, ldkv, &seqs, H, KV, D, 0);
     /* float scores carry ~|score| * 1e-7 absolute error, and softmax turns
      * that into relative error of the probabilities: scale with amp^2 */
     const double sharp = amp * amp > 4.0f ? amp * amp / 4.0 : 1.0;
@@ -688,7 +688,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
     /* without att (the online-softmax path) the output is the same up to
      * rounding */
     float *out2 = falloc((size_t)T * HD);
-    graft_attention_forward(out2, NULL, q, ldq, k, v, ldkv, &seqs, H, KV, D);
+    graft_attention_forward(out2, NULL, q, ldq, k, v, ldkv, &seqs, H, KV, D, 0);
     snprintf(what, sizeof what, "attention(H=%d KV=%d T=%d) out without att", H, KV, T);
     check_close(what, out2, c.out, (size_t)T * HD, 1e-5 * sharp, 2e-6 * sharp);
 
@@ -712,7 +712,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         gq = gbufq; gk = gbufk; gv = gbufv;
     }
     for (int rep = 1; rep <= 2; rep++) {
-        graft_attention_backward(gq, gk, gv, ldq, ldkv, R, att, q, k, v, &seqs, H, KV, D);
+        graft_attention_backward(gq, gk, gv, ldq, ldkv, R, att, q, k, v, &seqs, H, KV, D, 0);
         if (fused) {
             /* one sweep over the whole fused row covers dq, dk and dv, and
              * checks that nothing outside the used columns moves */
@@ -747,10 +747,72 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         graft_free_aligned(oc);
     }
 
+    /* Suffix passes (from > 0): rows from `from` of each sequence on are
+     * recomputed and match the full pass; earlier query rows keep their
+     * out/att rows and give no gradient; keys before `from` get no dk/dv. */
+    {
+        int minlen = lens[0];
+        for (int s = 1; s < nseq; s++) minlen = lens[s] < minlen ? lens[s] : minlen;
+        const int from = minlen / 2 + 1 < minlen ? minlen / 2 + 1 : minlen - 1;
+        float *o3 = falloc((size_t)T * HD), *a3 = falloc(asz);
+        for (size_t i = 0; i < (size_t)T * HD; i++) o3[i] = 7.0f;
+        memcpy(a3, att, asz * sizeof(float));
+        graft_attention_forward(o3, a3, q, ldq, k, v, ldkv, &seqs, H, KV, D, from);
+        int bad_new = 0, bad_old = 0;
+        for (int s = 0; s < nseq; s++)
+            for (int t = 0; t < lens[s]; t++)
+                for (int i = 0; i < HD; i++) {
+                    const size_t e = (size_t)(start[s] + t) * HD + i;
+                    if (t < from) bad_old += o3[e] != 7.0f;
+                    else bad_new += !(fabsf(o3[e] - out[e]) <= 2e-6f * (float)sharp * (1 + fabsf(out[e])));
+                }
+        CHECK_MSG(bad_new == 0 && bad_old == 0, "attention from %d (T=%d): %d recomputed rows differ, %d earlier changed",
+                  from, T, bad_new, bad_old);
+        /* gradients: the full backward of a loss on rows >= from only */
+        float *Rs = falloc((size_t)T * HD);
+        memcpy(Rs, R, (size_t)T * HD * sizeof(float));
+        for (int s = 0; s < nseq; s++)
+            for (int t = 0; t < from; t++) memset(Rs + (size_t)(start[s] + t) * HD, 0, (size_t)HD * sizeof(float));
+        const size_t nb = fused ? nq : nq + 2 * nkv;
+        float *full = falloc(nb), *part = falloc(nb);
+        memset(full, 0, nb * sizeof(float));
+        for (size_t i = 0; i < nb; i++) part[i] = 3.0f;
+        float *fq = full, *pq = part;
+        float *fk = fused ? full + HD : full + nq, *fv = fused ? full + HD + KV * D : full + nq + nkv;
+        float *pk = fused ? part + HD : part + nq, *pv = fused ? part + HD + KV * D : part + nq + nkv;
+        /* the suffix pass adds into its rows: zero them, leave the rest at 3 */
+        for (int s = 0; s < nseq; s++)
+            for (int t = from; t < lens[s]; t++) {
+                const size_t row = (size_t)(start[s] + t);
+                memset(pq + row * ldq, 0, (size_t)HD * sizeof(float));
+                memset(pk + row * ldkv, 0, (size_t)KV * D * sizeof(float));
+                memset(pv + row * ldkv, 0, (size_t)KV * D * sizeof(float));
+            }
+        graft_attention_backward(fq, fk, fv, ldq, ldkv, Rs, att, q, k, v, &seqs, H, KV, D, 0);
+        graft_attention_backward(pq, pk, pv, ldq, ldkv, R, att, q, k, v, &seqs, H, KV, D, from);
+        int bad_g = 0, bad_keep = 0;
+        for (int s = 0; s < nseq; s++)
+            for (int t = 0; t < lens[s]; t++) {
+                const size_t row = (size_t)(start[s] + t);
+                const float *g3[3][2] = {{fq + row * ldq, pq + row * ldq}, {fk + row * ldkv, pk + row * ldkv},
+                                         {fv + row * ldkv, pv + row * ldkv}};
+                for (int b = 0; b < 3; b++)
+                    for (int i = 0; i < (b ? KV * D : HD); i++) {
+                        if (t < from) bad_keep += g3[b][1][i] != 3.0f;
+                        else bad_g += !(fabsf(g3[b][1][i] - g3[b][0][i]) <= 1e-5f * (float)sharp * (1 + fabsf(g3[b][0][i])));
+                    }
+            }
+        CHECK_MSG(bad_g == 0 && bad_keep == 0,
+                  "attention backward from %d (T=%d fused=%d): %d gradients differ, %d earlier entries touched", from, T,
+                  fused, bad_g, bad_keep);
+        graft_free_aligned(o3); graft_free_aligned(a3); graft_free_aligned(Rs);
+        graft_free_aligned(full); graft_free_aligned(part);
+    }
+
     /* the forward result does not depend on the thread count */
     const int saved = graft_get_threads();
     graft_set_threads(1);
-    graft_attention_forward(out2, att, q, ldq, k, v, ldkv, &seqs, H, KV, D);
+    graft_attention_forward(out2, att, q, ldq, k, v, ldkv, &seqs, H, KV, D, 0);
     graft_set_threads(saved);
     CHECK(memcmp(out, out2, sizeof(float) * T * HD) == 0);
 

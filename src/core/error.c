@@ -18,6 +18,7 @@ const char *graft_status_str(graft_status st) {
     case GRAFT_ERR_UNSUPPORTED: return "unsupported";
     case GRAFT_ERR_RANGE: return "out of range";
     case GRAFT_ERR_INTERNAL: return "internal error";
+    case GRAFT_ERR_EDIT_FAILED: return "edit failed";
     }
     return "unknown status";
 }

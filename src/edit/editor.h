@@ -101,18 +101,29 @@ struct graft_editor {
 
 /* ---------------------------------------------------------------- GRACE */
 
-typedef enum { GRACE_REPLACE_LAST = 0, GRACE_REPLACE_PROMPT, GRACE_REPLACE_ALL } grace_replace;
+/* Rows a hit overwrites, for a key at row t: last = [t] (EasyEdit), prompt =
+ * [0, t) (the official code), all = every row, upto_key = [0, t]. */
+typedef enum { GRACE_REPLACE_LAST = 0, GRACE_REPLACE_PROMPT, GRACE_REPLACE_ALL, GRACE_REPLACE_UPTO_KEY } grace_replace;
 typedef enum { GRACE_EXPAND_COVERAGE = 0, GRACE_EXPAND_MOVING_AVERAGE } grace_expand;
 typedef enum { GRACE_INIT_COLD = 0, GRACE_INIT_WARM } grace_init;
+/* success: train until greedy generation produces the target (docs/GRACE.md);
+ * fixed: the official loop, n_iter Adam steps at a constant rate (early stop
+ * on the teacher-forced argmax when early_stop is set). */
+typedef enum { GRACE_TRAIN_SUCCESS = 0, GRACE_TRAIN_FIXED } grace_train;
 
 typedef struct graft_grace_opts {
-    int layer;             /* the edited block; -1: about 3/4 of the depth */
+    int layer;             /* the edited block; -1: 3/4 of the depth, at most
+                              n_layer - 3 (two blocks above it) */
     float eps_init;        /* radius of a new key (1.0) */
     float edit_lr;         /* Adam learning rate for values (1.0) */
-    int n_iter;            /* value-training steps at most (100) */
-    int early_stop;        /* stop once the target is reproduced (1) */
-    grace_init init;       /* cold: uniform [0,1); warm: the layer's output (cold) */
-    grace_replace replace; /* replace_last (default), replace_prompt, replace_all */
+    int n_iter;            /* fixed: value-training steps at most (100) */
+    int early_stop;        /* fixed: stop once the target is reproduced (1) */
+    grace_train train;     /* success (default) or fixed */
+    int max_iter;          /* success: steps over all attempts at most (500) */
+    float margin;          /* success: the target's logit must lead every
+                              other by this much at every position (0.5) */
+    grace_init init;       /* cold: uniform [0,1) (the paper); warm: the layer's own output (default) */
+    grace_replace replace; /* upto_key (default), last, prompt, all */
     grace_expand expand;   /* coverage (default) or moving_average */
     int label_mean_compat; /* compare labels by the mean of their ids, like the official code (0) */
     uint64_t seed;         /* for cold init */

@@ -14,9 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const replace_names[] = {"last", "prompt", "all"};
+static const char *const replace_names[] = {"last", "prompt", "all", "upto_key"};
 static const char *const expand_names[] = {"coverage", "moving_average"};
 static const char *const init_names[] = {"cold", "warm"};
+static const char *const train_names[] = {"success", "fixed"};
 
 static int name_index(const char *s, const char *const *names, int n) {
     for (int i = 0; i < n; i++)
@@ -36,6 +37,13 @@ static graft_status grace_from_json(const cJSON *j, graft_grace_opts *o, const c
         else if (!strcmp(k, "edit_lr")) ok = cJSON_IsNumber(it), o->edit_lr = (float)it->valuedouble;
         else if (!strcmp(k, "n_iter")) ok = cJSON_IsNumber(it), o->n_iter = it->valueint;
         else if (!strcmp(k, "early_stop")) ok = cJSON_IsBool(it), o->early_stop = cJSON_IsTrue(it);
+        else if (!strcmp(k, "max_iter")) ok = cJSON_IsNumber(it) && it->valuedouble >= 0, o->max_iter = it->valueint;
+        else if (!strcmp(k, "margin")) ok = cJSON_IsNumber(it) && it->valuedouble >= 0, o->margin = (float)it->valuedouble;
+        else if (!strcmp(k, "train")) {
+            int idx = cJSON_IsString(it) ? name_index(it->valuestring, train_names, 2) : -1;
+            ok = idx >= 0;
+            if (ok) o->train = (grace_train)idx;
+        }
         else if (!strcmp(k, "label_mean_compat")) ok = cJSON_IsBool(it), o->label_mean_compat = cJSON_IsTrue(it);
         else if (!strcmp(k, "key")) {
             ok = cJSON_IsString(it) && (!strcmp(it->valuestring, "prompt_last") || !strcmp(it->valuestring, "target_first"));
@@ -45,7 +53,7 @@ static graft_status grace_from_json(const cJSON *j, graft_grace_opts *o, const c
         else if (!strcmp(k, "replace") || !strcmp(k, "expand") || !strcmp(k, "init")) {
             int idx = -1;
             if (cJSON_IsString(it)) {
-                if (!strcmp(k, "replace")) idx = name_index(it->valuestring, replace_names, 3), o->replace = idx;
+                if (!strcmp(k, "replace")) idx = name_index(it->valuestring, replace_names, 4), o->replace = idx;
                 else if (!strcmp(k, "expand")) idx = name_index(it->valuestring, expand_names, 2), o->expand = idx;
                 else idx = name_index(it->valuestring, init_names, 2), o->init = idx;
             }
@@ -100,6 +108,9 @@ graft_status graft_editor_opts_json(graft_editor *e, char **json) {
         cJSON_AddNumberToObject(j, "edit_lr", o.edit_lr);
         cJSON_AddNumberToObject(j, "n_iter", o.n_iter);
         cJSON_AddBoolToObject(j, "early_stop", o.early_stop);
+        cJSON_AddStringToObject(j, "train", train_names[o.train]);
+        cJSON_AddNumberToObject(j, "max_iter", o.max_iter);
+        cJSON_AddNumberToObject(j, "margin", o.margin);
         cJSON_AddStringToObject(j, "init", init_names[o.init]);
         cJSON_AddStringToObject(j, "replace", replace_names[o.replace]);
         cJSON_AddStringToObject(j, "expand", expand_names[o.expand]);

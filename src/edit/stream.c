@@ -83,9 +83,10 @@ typedef struct acc {
 } acc;
 
 /* Accuracy of items against their own targets (ERR, GEN), or against
- * reference predictions (TRR: ref_tf / ref_gen, indexed like the items). */
+ * reference predictions (TRR: ref_tf / ref_gen, indexed like the items).
+ * item_ok (may be NULL): per item, 1 when generation gave its own target. */
 static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, const int *ref_tf,
-                            const int *ref_gen, acc *out) {
+                            const int *ref_gen, acc *out, int *item_ok) {
     memset(out, 0, sizeof *out);
     if (n == 0) {
         out->tf = out->gen = out->tf_true = out->gen_true = NAN;
@@ -114,6 +115,7 @@ static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_it
             tf_true += (double)good_t / items[i].n_target;
             gen_ok += all;
             gen_true += all_t;
+            if (item_ok) item_ok[i] = all_t;
             at += items[i].n_target;
         }
         out->tf = tf_sum / n;
@@ -165,7 +167,20 @@ typedef struct runner {
     double es_tf_sum, es_gen_sum, sec_sum;
     int es_n;
     double t_start, elapsed_before;
+    /* edits that did not reproduce their target (exact-match generation
+     * right after the edit), by data row, over the whole stream */
+    int *failed_rows, n_failed, cap_failed;
 } runner;
+
+static void note_failed(runner *R, int row) {
+    if (R->n_failed == R->cap_failed) {
+        int cap = R->cap_failed ? 2 * R->cap_failed : 16;
+        int *f = realloc(R->failed_rows, (size_t)cap * sizeof *f);
+        if (f) R->failed_rows = f, R->cap_failed = cap;
+    }
+    if (R->n_failed < R->cap_failed) R->failed_rows[R->n_failed] = row;
+    R->n_failed++; /* counted even when its row could not be kept */
+}
 
 static graft_status load_upstream(runner *R) {
     const graft_stream_opts *o = R->o;
@@ -354,6 +369,7 @@ static graft_status write_summary(runner *R, int finished) {
     cJSON_AddStringToObject(d, "tf", "teacher-forced token accuracy (EasyEdit): fraction of target tokens that are the argmax given the prompt and the true previous target tokens");
     cJSON_AddStringToObject(d, "gen", "exact-match greedy generation (GRACE): the n_target greedy tokens after the prompt equal the target");
     cJSON_AddStringToObject(d, "es", "the edit just applied, mean over the edits since the previous evaluation point");
+    cJSON_AddStringToObject(d, "failed_edits", "edits whose target greedy generation did not produce right after the edit (failed_rows: their data rows, 1-based)");
     cJSON_AddStringToObject(d, "err", "all edits applied so far (or an even sample of err_sample of them)");
     cJSON_AddStringToObject(d, "trr", "upstream prompts: agreement with the unedited model's own predictions");
     cJSON_AddStringToObject(d, "gen_", "rephrased prompts of the edits so far produce the target");
@@ -371,6 +387,9 @@ static graft_status write_summary(runner *R, int finished) {
         cJSON_AddStringToObject(c, "reason", R->collapse_why);
     } else
         cJSON_AddNullToObject(j, "collapse");
+    cJSON_AddNumberToObject(j, "failed_edits", R->n_failed);
+    cJSON *fr = cJSON_AddArrayToObject(j, "failed_rows");
+    for (int i = 0; i < R->n_failed && i < R->cap_failed; i++) cJSON_AddItemToArray(fr, cJSON_CreateNumber(R->failed_rows[i]));
     cJSON_AddNumberToObject(j, "upstream_items", R->up.n);
     cJSON_AddNumberToObject(j, "rephrase_items", R->reph.n);
     if (R->n_pts) {
@@ -495,10 +514,10 @@ static graft_status evaluate(runner *R, long done) {
     graft_eval_item *view = NULL;
     acc a;
     int k = select_items(&R->edits, (int)done, R->o->err_sample, &view);
-    graft_status st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a);
+    graft_status st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a, NULL);
     free(view);
     p.err_tf = a.tf, p.err_gen = a.gen;
-    if (st == GRAFT_OK) st = measure(R->m, e, R->up.it, R->up.n, R->base_tf, R->base_gen, &a);
+    if (st == GRAFT_OK) st = measure(R->m, e, R->up.it, R->up.n, R->base_tf, R->base_gen, &a, NULL);
     p.trr_tf = a.tf, p.trr_gen = a.gen;
     p.known_tf = a.tf_true, p.known_gen = a.gen_true;
     /* CounterFact: new beats true on the rewrite and paraphrase prompts; true
@@ -513,7 +532,7 @@ static graft_status evaluate(runner *R, long done) {
     if (st == GRAFT_OK) {
         /* generalisation: rephrases of the edits so far; at 0 edits, of the whole stream (the baseline) */
         k = select_items(&R->reph, done > 0 ? (int)done : R->n, R->o->err_sample, &view);
-        st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a);
+        st = k < 0 ? graft_fail(GRAFT_ERR_NOMEM, "out of memory") : measure(R->m, e, view, k, NULL, NULL, &a, NULL);
         free(view);
         p.gen_tf = a.tf, p.gen_gen = a.gen;
     }
@@ -571,12 +590,25 @@ typedef struct {
 
 static graft_status es_from_journal(void *user, const graft_journal_entry *en) {
     es_ctx *c = user;
-    if (strcmp(en->kind, "edit") || en->seq < c->from) return GRAFT_OK;
+    if (strcmp(en->kind, "edit")) return GRAFT_OK;
     cJSON *j = cJSON_Parse(en->request);
     const cJSON *g = cJSON_GetObjectItem(j, "es_gen"), *b = cJSON_GetObjectItem(j, "batch");
+    const cJSON *row = cJSON_GetObjectItem(j, "row"), *rows = cJSON_GetObjectItem(j, "rows"), *ok = cJSON_GetObjectItem(j, "ok");
     int nb = cJSON_IsNumber(b) ? b->valueint : 1;
     double es = cJSON_IsNumber(g) ? g->valuedouble : 0;
-    c->R->es_tf_sum += nb == 1 ? en->info.reproduced : es * nb;
+    /* which requests failed: the per-request flags of a batch, else its ES */
+    for (int k = 0; k < nb; k++) {
+        const cJSON *f = cJSON_IsArray(ok) ? cJSON_GetArrayItem(ok, k) : NULL;
+        int good = f ? cJSON_IsTrue(f) : es >= 1.0;
+        const cJSON *rk = cJSON_IsArray(rows) ? cJSON_GetArrayItem(rows, k) : row;
+        if (!good) note_failed(c->R, cJSON_IsNumber(rk) ? rk->valueint : -1);
+    }
+    if (en->seq < c->from) {
+        cJSON_Delete(j);
+        return GRAFT_OK;
+    }
+    const cJSON *tf = cJSON_GetObjectItem(j, "es_tf"); /* older journals: the reproduced flag */
+    c->R->es_tf_sum += cJSON_IsNumber(tf) ? tf->valuedouble * nb : nb == 1 ? en->info.reproduced : es * nb;
     c->R->es_gen_sum += es * nb;
     c->R->sec_sum += en->seconds;
     c->R->es_n += nb;
@@ -651,7 +683,7 @@ static graft_status reload_points(runner *R, long done) {
 /* One journal row for requests [i, i + n): one edit, or one batch whose row
  * sits at its last request (so a resumed stream continues after it). */
 static graft_status journal_edit(runner *R, int i, int n, const graft_edit_info *info, double secs, double es_gen,
-                                 const graft_blob *ch) {
+                                 double es_tf, const int *ok, const graft_blob *ch) {
     const graft_edit_request *q = &R->ds.req[i];
     cJSON *r = cJSON_CreateObject();
     cJSON_AddNumberToObject(r, "row", q->row);
@@ -659,10 +691,14 @@ static graft_status journal_edit(runner *R, int i, int n, const graft_edit_info 
     cJSON_AddStringToObject(r, "prompt", q->prompt);
     cJSON_AddStringToObject(r, "target", q->target);
     cJSON_AddNumberToObject(r, "es_gen", es_gen);
+    cJSON_AddNumberToObject(r, "es_tf", es_tf);
     if (n > 1) {
         cJSON_AddNumberToObject(r, "batch", n);
-        cJSON *rows = cJSON_AddArrayToObject(r, "rows");
-        for (int k = 0; k < n; k++) cJSON_AddItemToArray(rows, cJSON_CreateNumber(R->ds.req[i + k].row));
+        cJSON *rows = cJSON_AddArrayToObject(r, "rows"), *oks = cJSON_AddArrayToObject(r, "ok");
+        for (int k = 0; k < n; k++) {
+            cJSON_AddItemToArray(rows, cJSON_CreateNumber(R->ds.req[i + k].row));
+            cJSON_AddItemToArray(oks, cJSON_CreateBool(ok[k]));
+        }
     }
     char *req = cJSON_PrintUnformatted(r);
     cJSON_Delete(r);
@@ -692,6 +728,7 @@ static void runner_free(runner *R) {
     graft_journal_close(R->j);
     free(R->results_path), free(R->plot_path), free(R->summary_path);
     free(R->pts);
+    free(R->failed_rows);
 }
 
 graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
@@ -771,15 +808,29 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
         free(reqs);
         /* ES of every request of the step, right after it */
         acc a = {0};
-        if (st == GRAFT_OK) st = measure(m, R.e, &R.edits.it[i], nb, NULL, NULL, &a);
+        int *ok = malloc((size_t)nb * sizeof *ok), n_bad = 0;
+        if (st == GRAFT_OK && !ok) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        if (st == GRAFT_OK) st = measure(m, R.e, &R.edits.it[i], nb, NULL, NULL, &a, ok);
+        for (int k = 0; st == GRAFT_OK && k < nb; k++) n_bad += !ok[k];
+        /* --require-success: a failed edit is not committed; the stream stops
+         * before it (a --resume tries it again) */
+        if (st == GRAFT_OK && n_bad && o->require_success)
+            st = graft_fail(GRAFT_ERR_EDIT_FAILED,
+                            "the edit did not take: greedy generation does not give the target '%.60s' (loss %.3f -> %.3f "
+                            "after %d steps); not committed, the journal ends at the edit before it",
+                            R.ds.req[i].target, info.loss_first, info.loss_last, info.iterations);
         /* durable before it counts */
-        if (st == GRAFT_OK) st = journal_edit(&R, (int)i, nb, &info, secs, a.gen, &ch);
+        if (st == GRAFT_OK) st = journal_edit(&R, (int)i, nb, &info, secs, a.gen, a.tf_true, ok, &ch);
         graft_blob_free(&ch);
         if (st != GRAFT_OK) {
+            free(ok);
             graft_fail_prefix(st, "%s: row %d", o->data_path, R.ds.req[i].row);
             break;
         }
-        R.es_tf_sum += nb == 1 ? info.reproduced : a.tf_true * nb;
+        for (int k = 0; k < nb; k++)
+            if (!ok[k]) note_failed(&R, R.ds.req[i + k].row);
+        free(ok);
+        R.es_tf_sum += a.tf_true * nb;
         R.es_gen_sum += a.gen * nb;
         R.sec_sum += secs;
         R.es_n += nb;
@@ -792,7 +843,8 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
         if (o->progress) {
             char extra[96];
             const point *p = R.n_pts ? &R.pts[R.n_pts - 1] : NULL;
-            snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f", p ? p->err_gen : NAN, p ? p->trr_gen : NAN);
+            snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f  failed %d", p ? p->err_gen : NAN,
+                     p ? p->trr_gen : NAN, R.n_failed);
             graft_progress_update(&pg, i, extra);
         }
     }

@@ -42,6 +42,7 @@ typedef struct graft_stream_opts {
     long ppl_tokens;          /* cap (0: 4096) */
     long err_sample;          /* 0: every edit at every point */
     int progress;
+    int require_success;      /* an edit that did not reproduce its target is an error */
 } graft_stream_opts;
 
 void graft_stream_opts_default(graft_stream_opts *o);

@@ -151,7 +151,7 @@ static void flash_block(float *out, int ldo, const float *q, int ldq, const floa
 
 void graft_attention_forward(float *out, float *att, const float *q, int ldq, const float *k,
                              const float *v, int ldkv, const graft_seqs *seqs, int n_head,
-                             int n_kv_head, int head_dim) {
+                             int n_kv_head, int head_dim, int from) {
     const int H = n_head, D = head_dim, HD = H * D;
     if (seqs->n <= 0 || H <= 0 || D <= 0) return;
     const int group = H / n_kv_head;
@@ -168,7 +168,7 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
         float *oh = out + (size_t)r0 * HD + (size_t)h * D;
         if (att) {
             float *ah = att + seq_att_offset(seqs, s, H) + (size_t)h * len * len;
-            for (int t0 = 0; t0 < len; t0 += QB) {
+            for (int t0 = from; t0 < len; t0 += QB) {
                 const int nq = len - t0 < QB ? len - t0 : QB, t1 = t0 + nq;
                 float *arows = ah + (size_t)t0 * len;
                 /* scores of these rows against keys 0..t1-1, in place in att */
@@ -180,7 +180,7 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
             }
         } else {
             float S[QB * KB];
-            for (int t0 = 0; t0 < len; t0 += QB) {
+            for (int t0 = from; t0 < len; t0 += QB) {
                 const int nq = len - t0 < QB ? len - t0 : QB;
                 flash_block(oh + (size_t)t0 * HD, HD, qh + (size_t)t0 * ldq, ldq, kh, vh, ldkv, t0,
                             nq, D, scale, S);
@@ -191,7 +191,8 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
 
 void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
                               const float *att, const float *q, const float *k, const float *v,
-                              const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim) {
+                              const graft_seqs *seqs, int n_head, int n_kv_head, int head_dim,
+                              int from) {
     if (!dq && !dk && !dv) return;
     const int H = n_head, KV = n_kv_head, D = head_dim, HD = H * D;
     if (seqs->n <= 0 || H <= 0 || D <= 0) return;
@@ -211,7 +212,7 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
             const float *qh = q + (size_t)r0 * ldq + (size_t)h * D;
             const float *doh = dout + (size_t)r0 * HD + (size_t)h * D;
             float *dqh = dq ? dq + (size_t)r0 * ldq + (size_t)h * D : NULL;
-            for (int t0 = 0; t0 < len; t0 += QB) {
+            for (int t0 = from; t0 < len; t0 += QB) {
                 const int nq = len - t0 < QB ? len - t0 : QB, t1 = t0 + nq;
                 const float *P = ah + (size_t)t0 * len;
                 const float *qb = qh + (size_t)t0 * ldq, *dob = doh + (size_t)t0 * HD;
@@ -226,10 +227,14 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
                             rs[r] += dot(dob + (size_t)r * HD + d0, S + (size_t)r * KB, dn);
                     }
                 }
-                for (int u0 = 0; u0 < t1; u0 += KB) {
-                    const int kt = t1 - u0 < KB ? t1 - u0 : KB;
+                /* key tiles end at `from` so that keys before it (constants
+                 * of a suffix pass) feed dQ but receive no dK/dV */
+                for (int u0 = 0, kt; u0 < t1; u0 += kt) {
+                    const int lim = u0 < from ? from : t1;
+                    kt = lim - u0 < KB ? lim - u0 : KB;
                     const float *Pt = P + u0;
-                    if (dvg) /* dV += P^T dO */
+                    const int kv_grad = u0 >= from;
+                    if (dvg && kv_grad) /* dV += P^T dO */
                         graft_gemm_serial(1, 0, kt, D, nq, 1.0f, Pt, len, dob, HD, 1.0f,
                                           dvg + (size_t)u0 * ldkv, ldkv);
                     if (!dq && !dk) continue;
@@ -246,7 +251,7 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
                     if (dqh) /* dQ += scale dS K */
                         graft_gemm_serial(0, 0, nq, D, kt, scale, S, KB, kg + (size_t)u0 * ldkv, ldkv,
                                           1.0f, dqh + (size_t)t0 * ldq, ldq);
-                    if (dkg) /* dK += scale dS^T Q */
+                    if (dkg && kv_grad) /* dK += scale dS^T Q */
                         graft_gemm_serial(1, 0, kt, D, nq, scale, S, KB, qb, ldq, 1.0f,
                                           dkg + (size_t)u0 * ldkv, ldkv);
                 }

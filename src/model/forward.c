@@ -45,97 +45,107 @@ static void attend_cached(graft_run *r, int l, graft_layer_acts *a) {
 
 /* ---------------------------------------------------------------- GPT-2 block */
 
+/* Every block computes rows [r0, T) (r0 > 0: a suffix pass, graft_run_set_row0;
+ * the earlier rows keep what an earlier pass left). ROWS(p, w) is buffer p
+ * of row width w from row r0 on; hooks always see whole buffers. */
+#define ROWS(p, w) ((p) + (size_t)r0 * (size_t)(w))
+
 /* x = in + attn(ln_1(in)); out = x + mlp(ln_2(x)), starting at site `from`. */
-static void gpt2_block_forward(graft_run *r, int l, graft_site from) {
+static void gpt2_block_forward(graft_run *r, int l, graft_site from, int r0) {
     const graft_config *cfg = &r->m->cfg;
     const graft_layer_weights *w = &r->m->w.layers[l];
     graft_layer_acts *a = &r->layers[l];
-    int T = r->T, C = cfg->d_model, F = cfg->d_ff;
+    int T = r->T - r0, C = cfg->d_model, F = cfg->d_ff;
     size_t TC = (size_t)T * C;
 
     if (from <= GRAFT_SITE_BLOCK_IN) {
         hooks_fwd(r, l, GRAFT_SITE_BLOCK_IN, a->in);
-        graft_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, a->in, w->ln1_w, w->ln1_b, T, C, cfg->norm_eps);
-        graft_linear_forward(a->qkv, a->ln1, w->qkv_w, w->qkv_b, T, C, 3 * C, GRAFT_W_KN);
+        graft_layernorm_forward(ROWS(a->ln1, C), ROWS(a->ln1_mean, 1), ROWS(a->ln1_rstd, 1), ROWS(a->in, C), w->ln1_w,
+                                w->ln1_b, T, C, cfg->norm_eps);
+        graft_linear_forward(ROWS(a->qkv, 3 * C), ROWS(a->ln1, C), w->qkv_w, w->qkv_b, T, C, 3 * C, GRAFT_W_KN);
         if (r->kv)
             attend_cached(r, l, a);
         else
             graft_attention_forward(a->atty, r->train ? a->att : NULL, a->q, r->ldq, a->k, a->v, r->ldkv, &r->seqs,
-                                    cfg->n_head, cfg->n_kv_head, cfg->head_dim);
-        graft_linear_forward(a->mid, a->atty, w->o_w, w->o_b, T, C, C, GRAFT_W_KN);
-        graft_acc(a->mid, a->in, TC);
+                                    cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
+        graft_linear_forward(ROWS(a->mid, C), ROWS(a->atty, C), w->o_w, w->o_b, T, C, C, GRAFT_W_KN);
+        graft_acc(ROWS(a->mid, C), ROWS(a->in, C), TC);
     }
     if (from <= GRAFT_SITE_MLP_IN) {
-        graft_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, w->ln2_w, w->ln2_b, T, C, cfg->norm_eps);
+        graft_layernorm_forward(ROWS(a->ln2, C), ROWS(a->ln2_mean, 1), ROWS(a->ln2_rstd, 1), ROWS(a->mid, C), w->ln2_w,
+                                w->ln2_b, T, C, cfg->norm_eps);
         hooks_fwd(r, l, GRAFT_SITE_MLP_IN, a->ln2);
     }
     if (from <= GRAFT_SITE_MLP_PRE) {
-        graft_linear_forward(a->pre, a->ln2, w->up_w, w->up_b, T, C, F, GRAFT_W_KN);
+        graft_linear_forward(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_w, w->up_b, T, C, F, GRAFT_W_KN);
         hooks_fwd(r, l, GRAFT_SITE_MLP_PRE, a->pre);
     }
     if (from <= GRAFT_SITE_MLP_ACT) {
-        graft_gelu_forward(a->act, a->pre, (size_t)T * F);
+        graft_gelu_forward(ROWS(a->act, F), ROWS(a->pre, F), (size_t)T * F);
         hooks_fwd(r, l, GRAFT_SITE_MLP_ACT, a->act);
     }
-    graft_linear_forward(a->mlp_out, a->act, w->down_w, w->down_b, T, F, C, GRAFT_W_KN);
+    graft_linear_forward(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_w, w->down_b, T, F, C, GRAFT_W_KN);
     hooks_fwd(r, l, GRAFT_SITE_MLP_OUT, a->mlp_out);
-    graft_add(a->out, a->mid, a->mlp_out, TC);
+    graft_add(ROWS(a->out, C), ROWS(a->mid, C), ROWS(a->mlp_out, C), TC);
 }
 
 /* Backward of one GPT-2 block. On entry r->d_resid holds dL/d(out); on exit
  * dL/d(in), unless the pass stops inside the block at `stop` (stop < 0: never).
- * Returns 1 when it stopped. g may be NULL (activation gradients only). */
-static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int stop) {
+ * Returns 1 when it stopped. g may be NULL (activation gradients only); it is
+ * NULL whenever r0 > 0. */
+static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int stop, int r0) {
     const graft_config *cfg = &r->m->cfg;
     const graft_layer_weights *w = &r->m->w.layers[l];
     graft_layer_acts *a = &r->layers[l];
-    int T = r->T, C = cfg->d_model, F = cfg->d_ff;
+    int T = r->T - r0, C = cfg->d_model, F = cfg->d_ff;
     size_t TC = (size_t)T * C, TF = (size_t)T * F;
     float *d_out = r->d_resid;
 
     /* out = mid + mlp_out: both branches receive d_out. */
     float *d_mlp = r->d_a;
-    memcpy(d_mlp, d_out, TC * sizeof(float));
+    memcpy(ROWS(d_mlp, C), ROWS(d_out, C), TC * sizeof(float));
     hooks_bwd(r, l, GRAFT_SITE_MLP_OUT, d_mlp);
     if (stop == GRAFT_SITE_MLP_OUT) return 1;
 
     float *d_act = r->d_ff3;
-    memset(d_act, 0, TF * sizeof(float));
-    graft_linear_backward(d_act, g ? g->down_w : NULL, g ? g->down_b : NULL, d_mlp, a->act, w->down_w, T, F, C,
-                          GRAFT_W_KN);
+    memset(ROWS(d_act, F), 0, TF * sizeof(float));
+    graft_linear_backward(ROWS(d_act, F), g ? g->down_w : NULL, g ? g->down_b : NULL, ROWS(d_mlp, C), ROWS(a->act, F),
+                          w->down_w, T, F, C, GRAFT_W_KN);
     hooks_bwd(r, l, GRAFT_SITE_MLP_ACT, d_act);
     if (stop == GRAFT_SITE_MLP_ACT) return 1;
 
     float *d_pre = r->d_ff1;
-    memset(d_pre, 0, TF * sizeof(float));
-    graft_gelu_backward(d_pre, d_act, a->pre, TF);
+    memset(ROWS(d_pre, F), 0, TF * sizeof(float));
+    graft_gelu_backward(ROWS(d_pre, F), ROWS(d_act, F), ROWS(a->pre, F), TF);
     hooks_bwd(r, l, GRAFT_SITE_MLP_PRE, d_pre);
     if (stop == GRAFT_SITE_MLP_PRE) return 1;
 
     float *d_ln2 = r->d_b;
-    memset(d_ln2, 0, TC * sizeof(float));
-    graft_linear_backward(d_ln2, g ? g->up_w : NULL, g ? g->up_b : NULL, d_pre, a->ln2, w->up_w, T, C, F, GRAFT_W_KN);
+    memset(ROWS(d_ln2, C), 0, TC * sizeof(float));
+    graft_linear_backward(ROWS(d_ln2, C), g ? g->up_w : NULL, g ? g->up_b : NULL, ROWS(d_pre, F), ROWS(a->ln2, C),
+                          w->up_w, T, C, F, GRAFT_W_KN);
     hooks_bwd(r, l, GRAFT_SITE_MLP_IN, d_ln2);
     if (stop == GRAFT_SITE_MLP_IN) return 1;
 
     /* d_out becomes d_mid: the residual gradient plus the MLP branch. */
-    graft_layernorm_backward(d_out, g ? g->ln2_w : NULL, g ? g->ln2_b : NULL, d_ln2, a->mid, w->ln2_w, a->ln2_mean,
-                             a->ln2_rstd, T, C);
+    graft_layernorm_backward(ROWS(d_out, C), g ? g->ln2_w : NULL, g ? g->ln2_b : NULL, ROWS(d_ln2, C), ROWS(a->mid, C),
+                             w->ln2_w, ROWS(a->ln2_mean, 1), ROWS(a->ln2_rstd, 1), T, C);
 
     float *d_atty = r->d_a;
-    memset(d_atty, 0, TC * sizeof(float));
-    graft_linear_backward(d_atty, g ? g->o_w : NULL, g ? g->o_b : NULL, d_out, a->atty, w->o_w, T, C, C, GRAFT_W_KN);
+    memset(ROWS(d_atty, C), 0, TC * sizeof(float));
+    graft_linear_backward(ROWS(d_atty, C), g ? g->o_w : NULL, g ? g->o_b : NULL, ROWS(d_out, C), ROWS(a->atty, C),
+                          w->o_w, T, C, C, GRAFT_W_KN);
     float *d_qkv = r->d_qkv;
-    memset(d_qkv, 0, TC * 3 * sizeof(float));
+    memset(ROWS(d_qkv, 3 * C), 0, TC * 3 * sizeof(float));
     graft_attention_backward(d_qkv, d_qkv + C, d_qkv + 2 * C, r->ldq, r->ldkv, d_atty, a->att, a->q, a->k, a->v,
-                             &r->seqs, cfg->n_head, cfg->n_kv_head, cfg->head_dim);
+                             &r->seqs, cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
     float *d_ln1 = r->d_b;
-    memset(d_ln1, 0, TC * sizeof(float));
-    graft_linear_backward(d_ln1, g ? g->qkv_w : NULL, g ? g->qkv_b : NULL, d_qkv, a->ln1, w->qkv_w, T, C, 3 * C,
-                          GRAFT_W_KN);
+    memset(ROWS(d_ln1, C), 0, TC * sizeof(float));
+    graft_linear_backward(ROWS(d_ln1, C), g ? g->qkv_w : NULL, g ? g->qkv_b : NULL, ROWS(d_qkv, 3 * C),
+                          ROWS(a->ln1, C), w->qkv_w, T, C, 3 * C, GRAFT_W_KN);
     /* d_mid becomes d_in. */
-    graft_layernorm_backward(d_out, g ? g->ln1_w : NULL, g ? g->ln1_b : NULL, d_ln1, a->in, w->ln1_w, a->ln1_mean,
-                             a->ln1_rstd, T, C);
+    graft_layernorm_backward(ROWS(d_out, C), g ? g->ln1_w : NULL, g ? g->ln1_b : NULL, ROWS(d_ln1, C), ROWS(a->in, C),
+                             w->ln1_w, ROWS(a->ln1_mean, 1), ROWS(a->ln1_rstd, 1), T, C);
     hooks_bwd(r, l, GRAFT_SITE_BLOCK_IN, d_out);
     return stop == GRAFT_SITE_BLOCK_IN;
 }
@@ -143,100 +153,115 @@ static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int 
 /* ---------------------------------------------------------------- Llama block */
 
 /* x = in + o(attn(rope(q), rope(k), v)) on RMS(in); out = x + down(silu(gate) * up) on RMS(x). */
-static void llama_block_forward(graft_run *r, int l, graft_site from) {
+static void llama_block_forward(graft_run *r, int l, graft_site from, int r0) {
     const graft_config *cfg = &r->m->cfg;
     const graft_layer_weights *w = &r->m->w.layers[l];
     graft_layer_acts *a = &r->layers[l];
-    int T = r->T, C = cfg->d_model, F = cfg->d_ff;
+    int T = r->T - r0, C = cfg->d_model, F = cfg->d_ff;
     int qdim = cfg->n_head * cfg->head_dim, kvdim = cfg->n_kv_head * cfg->head_dim;
     size_t TC = (size_t)T * C;
 
     if (from <= GRAFT_SITE_BLOCK_IN) {
         hooks_fwd(r, l, GRAFT_SITE_BLOCK_IN, a->in);
-        graft_rmsnorm_forward(a->ln1, a->ln1_rstd, a->in, w->ln1_w, T, C, cfg->norm_eps);
-        graft_linear_forward(a->q, a->ln1, w->q_w, NULL, T, C, qdim, GRAFT_W_NK);
-        graft_linear_forward(a->k, a->ln1, w->k_w, NULL, T, C, kvdim, GRAFT_W_NK);
-        graft_linear_forward(a->v, a->ln1, w->v_w, NULL, T, C, kvdim, GRAFT_W_NK);
-        graft_rope_forward(a->q, r->ldq, r->pos, T, cfg->n_head, cfg->head_dim, cfg->rope_theta, cfg->rope_interleaved);
-        graft_rope_forward(a->k, r->ldkv, r->pos, T, cfg->n_kv_head, cfg->head_dim, cfg->rope_theta,
+        graft_rmsnorm_forward(ROWS(a->ln1, C), ROWS(a->ln1_rstd, 1), ROWS(a->in, C), w->ln1_w, T, C, cfg->norm_eps);
+        graft_linear_forward(ROWS(a->q, r->ldq), ROWS(a->ln1, C), w->q_w, NULL, T, C, qdim, GRAFT_W_NK);
+        graft_linear_forward(ROWS(a->k, r->ldkv), ROWS(a->ln1, C), w->k_w, NULL, T, C, kvdim, GRAFT_W_NK);
+        graft_linear_forward(ROWS(a->v, r->ldkv), ROWS(a->ln1, C), w->v_w, NULL, T, C, kvdim, GRAFT_W_NK);
+        graft_rope_forward(ROWS(a->q, r->ldq), r->ldq, r->pos + r0, T, cfg->n_head, cfg->head_dim, cfg->rope_theta,
+                           cfg->rope_interleaved);
+        graft_rope_forward(ROWS(a->k, r->ldkv), r->ldkv, r->pos + r0, T, cfg->n_kv_head, cfg->head_dim, cfg->rope_theta,
                            cfg->rope_interleaved);
         if (r->kv)
             attend_cached(r, l, a);
         else
             graft_attention_forward(a->atty, r->train ? a->att : NULL, a->q, r->ldq, a->k, a->v, r->ldkv, &r->seqs,
-                                    cfg->n_head, cfg->n_kv_head, cfg->head_dim);
-        graft_linear_forward(a->mid, a->atty, w->o_w, NULL, T, qdim, C, GRAFT_W_NK);
-        graft_acc(a->mid, a->in, TC);
+                                    cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
+        graft_linear_forward(ROWS(a->mid, C), ROWS(a->atty, qdim), w->o_w, NULL, T, qdim, C, GRAFT_W_NK);
+        graft_acc(ROWS(a->mid, C), ROWS(a->in, C), TC);
     }
     if (from <= GRAFT_SITE_MLP_IN) {
-        graft_rmsnorm_forward(a->ln2, a->ln2_rstd, a->mid, w->ln2_w, T, C, cfg->norm_eps);
+        graft_rmsnorm_forward(ROWS(a->ln2, C), ROWS(a->ln2_rstd, 1), ROWS(a->mid, C), w->ln2_w, T, C, cfg->norm_eps);
         hooks_fwd(r, l, GRAFT_SITE_MLP_IN, a->ln2);
     }
     if (from <= GRAFT_SITE_MLP_PRE) {
-        graft_linear_forward(a->pre, a->ln2, w->up_w, NULL, T, C, F, GRAFT_W_NK);
-        graft_linear_forward(a->gate, a->ln2, w->gate_w, NULL, T, C, F, GRAFT_W_NK);
+        graft_linear_forward(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_w, NULL, T, C, F, GRAFT_W_NK);
+        graft_linear_forward(ROWS(a->gate, F), ROWS(a->ln2, C), w->gate_w, NULL, T, C, F, GRAFT_W_NK);
         hooks_fwd(r, l, GRAFT_SITE_MLP_PRE, a->pre);
     }
     if (from <= GRAFT_SITE_MLP_ACT) {
-        graft_swiglu_forward(a->act, a->gate, a->pre, (size_t)T * F);
+        graft_swiglu_forward(ROWS(a->act, F), ROWS(a->gate, F), ROWS(a->pre, F), (size_t)T * F);
         hooks_fwd(r, l, GRAFT_SITE_MLP_ACT, a->act);
     }
-    graft_linear_forward(a->mlp_out, a->act, w->down_w, NULL, T, F, C, GRAFT_W_NK);
+    graft_linear_forward(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_w, NULL, T, F, C, GRAFT_W_NK);
     hooks_fwd(r, l, GRAFT_SITE_MLP_OUT, a->mlp_out);
-    graft_add(a->out, a->mid, a->mlp_out, TC);
+    graft_add(ROWS(a->out, C), ROWS(a->mid, C), ROWS(a->mlp_out, C), TC);
 }
 
-static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int stop) {
+static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int stop, int r0) {
     const graft_config *cfg = &r->m->cfg;
     const graft_layer_weights *w = &r->m->w.layers[l];
     graft_layer_acts *a = &r->layers[l];
-    int T = r->T, C = cfg->d_model, F = cfg->d_ff;
+    int T = r->T - r0, C = cfg->d_model, F = cfg->d_ff;
     int qdim = cfg->n_head * cfg->head_dim, kvdim = cfg->n_kv_head * cfg->head_dim;
     size_t TC = (size_t)T * C, TF = (size_t)T * F;
     float *d_out = r->d_resid;
 
     float *d_mlp = r->d_a;
-    memcpy(d_mlp, d_out, TC * sizeof(float));
+    memcpy(ROWS(d_mlp, C), ROWS(d_out, C), TC * sizeof(float));
     hooks_bwd(r, l, GRAFT_SITE_MLP_OUT, d_mlp);
     if (stop == GRAFT_SITE_MLP_OUT) return 1;
 
     float *d_act = r->d_ff3;
-    memset(d_act, 0, TF * sizeof(float));
-    graft_linear_backward(d_act, g ? g->down_w : NULL, NULL, d_mlp, a->act, w->down_w, T, F, C, GRAFT_W_NK);
+    memset(ROWS(d_act, F), 0, TF * sizeof(float));
+    graft_linear_backward(ROWS(d_act, F), g ? g->down_w : NULL, NULL, ROWS(d_mlp, C), ROWS(a->act, F), w->down_w, T, F,
+                          C, GRAFT_W_NK);
     hooks_bwd(r, l, GRAFT_SITE_MLP_ACT, d_act);
     if (stop == GRAFT_SITE_MLP_ACT) return 1;
 
     float *d_up = r->d_ff1, *d_gate = r->d_ff2;
-    memset(d_up, 0, TF * sizeof(float));
-    memset(d_gate, 0, TF * sizeof(float));
-    graft_swiglu_backward(d_gate, d_up, d_act, a->gate, a->pre, TF);
+    memset(ROWS(d_up, F), 0, TF * sizeof(float));
+    memset(ROWS(d_gate, F), 0, TF * sizeof(float));
+    graft_swiglu_backward(ROWS(d_gate, F), ROWS(d_up, F), ROWS(d_act, F), ROWS(a->gate, F), ROWS(a->pre, F), TF);
     hooks_bwd(r, l, GRAFT_SITE_MLP_PRE, d_up);
     if (stop == GRAFT_SITE_MLP_PRE) return 1;
 
     float *d_ln2 = r->d_b;
-    memset(d_ln2, 0, TC * sizeof(float));
-    graft_linear_backward(d_ln2, g ? g->up_w : NULL, NULL, d_up, a->ln2, w->up_w, T, C, F, GRAFT_W_NK);
-    graft_linear_backward(d_ln2, g ? g->gate_w : NULL, NULL, d_gate, a->ln2, w->gate_w, T, C, F, GRAFT_W_NK);
+    memset(ROWS(d_ln2, C), 0, TC * sizeof(float));
+    graft_linear_backward(ROWS(d_ln2, C), g ? g->up_w : NULL, NULL, ROWS(d_up, F), ROWS(a->ln2, C), w->up_w, T, C, F,
+                          GRAFT_W_NK);
+    graft_linear_backward(ROWS(d_ln2, C), g ? g->gate_w : NULL, NULL, ROWS(d_gate, F), ROWS(a->ln2, C), w->gate_w, T,
+                          C, F, GRAFT_W_NK);
     hooks_bwd(r, l, GRAFT_SITE_MLP_IN, d_ln2);
     if (stop == GRAFT_SITE_MLP_IN) return 1;
 
-    graft_rmsnorm_backward(d_out, g ? g->ln2_w : NULL, d_ln2, a->mid, w->ln2_w, a->ln2_rstd, T, C);
+    graft_rmsnorm_backward(ROWS(d_out, C), g ? g->ln2_w : NULL, ROWS(d_ln2, C), ROWS(a->mid, C), w->ln2_w,
+                           ROWS(a->ln2_rstd, 1), T, C);
 
     float *d_atty = r->d_a;
-    memset(d_atty, 0, (size_t)T * qdim * sizeof(float));
-    graft_linear_backward(d_atty, g ? g->o_w : NULL, NULL, d_out, a->atty, w->o_w, T, qdim, C, GRAFT_W_NK);
-    float *dq = r->d_qkv, *dk = dq + (size_t)T * qdim, *dv = dk + (size_t)T * kvdim;
-    memset(dq, 0, (size_t)T * (qdim + 2 * kvdim) * sizeof(float));
+    memset(ROWS(d_atty, qdim), 0, (size_t)T * qdim * sizeof(float));
+    graft_linear_backward(ROWS(d_atty, qdim), g ? g->o_w : NULL, NULL, ROWS(d_out, C), ROWS(a->atty, qdim), w->o_w, T,
+                          qdim, C, GRAFT_W_NK);
+    /* dq, dk, dv: three [T_all, dim] blocks of d_qkv */
+    float *dq = r->d_qkv, *dk = dq + (size_t)r->T * qdim, *dv = dk + (size_t)r->T * kvdim;
+    memset(ROWS(dq, qdim), 0, (size_t)T * qdim * sizeof(float));
+    memset(ROWS(dk, kvdim), 0, (size_t)T * kvdim * sizeof(float));
+    memset(ROWS(dv, kvdim), 0, (size_t)T * kvdim * sizeof(float));
     graft_attention_backward(dq, dk, dv, qdim, kvdim, d_atty, a->att, a->q, a->k, a->v, &r->seqs, cfg->n_head,
-                             cfg->n_kv_head, cfg->head_dim);
-    graft_rope_backward(dq, qdim, r->pos, T, cfg->n_head, cfg->head_dim, cfg->rope_theta, cfg->rope_interleaved);
-    graft_rope_backward(dk, kvdim, r->pos, T, cfg->n_kv_head, cfg->head_dim, cfg->rope_theta, cfg->rope_interleaved);
+                             cfg->n_kv_head, cfg->head_dim, r0);
+    graft_rope_backward(ROWS(dq, qdim), qdim, r->pos + r0, T, cfg->n_head, cfg->head_dim, cfg->rope_theta,
+                        cfg->rope_interleaved);
+    graft_rope_backward(ROWS(dk, kvdim), kvdim, r->pos + r0, T, cfg->n_kv_head, cfg->head_dim, cfg->rope_theta,
+                        cfg->rope_interleaved);
     float *d_ln1 = r->d_b;
-    memset(d_ln1, 0, TC * sizeof(float));
-    graft_linear_backward(d_ln1, g ? g->q_w : NULL, NULL, dq, a->ln1, w->q_w, T, C, qdim, GRAFT_W_NK);
-    graft_linear_backward(d_ln1, g ? g->k_w : NULL, NULL, dk, a->ln1, w->k_w, T, C, kvdim, GRAFT_W_NK);
-    graft_linear_backward(d_ln1, g ? g->v_w : NULL, NULL, dv, a->ln1, w->v_w, T, C, kvdim, GRAFT_W_NK);
-    graft_rmsnorm_backward(d_out, g ? g->ln1_w : NULL, d_ln1, a->in, w->ln1_w, a->ln1_rstd, T, C);
+    memset(ROWS(d_ln1, C), 0, TC * sizeof(float));
+    graft_linear_backward(ROWS(d_ln1, C), g ? g->q_w : NULL, NULL, ROWS(dq, qdim), ROWS(a->ln1, C), w->q_w, T, C, qdim,
+                          GRAFT_W_NK);
+    graft_linear_backward(ROWS(d_ln1, C), g ? g->k_w : NULL, NULL, ROWS(dk, kvdim), ROWS(a->ln1, C), w->k_w, T, C,
+                          kvdim, GRAFT_W_NK);
+    graft_linear_backward(ROWS(d_ln1, C), g ? g->v_w : NULL, NULL, ROWS(dv, kvdim), ROWS(a->ln1, C), w->v_w, T, C,
+                          kvdim, GRAFT_W_NK);
+    graft_rmsnorm_backward(ROWS(d_out, C), g ? g->ln1_w : NULL, ROWS(d_ln1, C), ROWS(a->in, C), w->ln1_w,
+                           ROWS(a->ln1_rstd, 1), T, C);
     hooks_bwd(r, l, GRAFT_SITE_BLOCK_IN, d_out);
     return stop == GRAFT_SITE_BLOCK_IN;
 }
@@ -268,17 +293,17 @@ static void head_forward(graft_run *r) {
 
 /* ---------------------------------------------------------------- drivers */
 
-static void block_forward(graft_run *r, int l, graft_site from) {
+static void block_forward(graft_run *r, int l, graft_site from, int r0) {
     if (r->m->cfg.arch == GRAFT_ARCH_GPT2)
-        gpt2_block_forward(r, l, from);
+        gpt2_block_forward(r, l, from, r0);
     else
-        llama_block_forward(r, l, from);
+        llama_block_forward(r, l, from, r0);
 }
 
 graft_status graft_run_forward(graft_run *r) {
     if (r->T <= 0) return graft_fail(GRAFT_ERR_INVALID, "forward: no batch set");
     embed_forward(r);
-    for (int l = 0; l < r->m->cfg.n_layer; l++) block_forward(r, l, GRAFT_SITE_BLOCK_IN);
+    for (int l = 0; l < r->m->cfg.n_layer; l++) block_forward(r, l, GRAFT_SITE_BLOCK_IN, 0);
     head_forward(r);
     if (r->kv) r->kv->len += r->T;
     return GRAFT_OK;
@@ -289,6 +314,7 @@ graft_status graft_run_forward_from(graft_run *r, int layer, graft_site site) {
     if (!r->train) return graft_fail(GRAFT_ERR_INVALID, "forward_from needs a run created with train=1");
     if (layer < 0 || layer >= cfg->n_layer || site < 0 || site >= GRAFT_N_SITES)
         return graft_fail(GRAFT_ERR_INVALID, "forward_from: no site (%d, %d)", layer, (int)site);
+    int r0 = r->row0, C = cfg->d_model;
     if (site == GRAFT_SITE_BLOCK_IN) {
         /* The block input is produced below the block: by the embedding, or by
          * the residual add of the previous block (whose halves are saved). */
@@ -296,11 +322,11 @@ graft_status graft_run_forward_from(graft_run *r, int layer, graft_site site) {
             embed_forward(r);
         else {
             graft_layer_acts *p = &r->layers[layer - 1];
-            graft_add(p->out, p->mid, p->mlp_out, (size_t)r->T * cfg->d_model);
+            graft_add(ROWS(p->out, C), ROWS(p->mid, C), ROWS(p->mlp_out, C), (size_t)(r->T - r0) * C);
         }
     }
-    block_forward(r, layer, site);
-    for (int l = layer + 1; l < cfg->n_layer; l++) block_forward(r, l, GRAFT_SITE_BLOCK_IN);
+    block_forward(r, layer, site, r0);
+    for (int l = layer + 1; l < cfg->n_layer; l++) block_forward(r, l, GRAFT_SITE_BLOCK_IN, r0);
     head_forward(r);
     return GRAFT_OK;
 }
@@ -344,6 +370,8 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
     if (stop_layer < -1 || stop_layer >= cfg->n_layer)
         return graft_fail(GRAFT_ERR_INVALID, "backward: stop layer %d outside [-1, %d)", stop_layer, cfg->n_layer);
     int C = cfg->d_model, NO = r->n_out, V = cfg->vocab_size;
+    if (r->row0 > 0 && g)
+        return graft_fail(GRAFT_ERR_INVALID, "backward: a suffix pass (row0 %d) takes activation gradients only", r->row0);
 
     float *dloss = malloc((size_t)NO * sizeof(float));
     if (!dloss) return graft_fail(GRAFT_ERR_NOMEM, "backward: out of memory");
@@ -375,8 +403,8 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
     for (int l = cfg->n_layer - 1; l >= lowest; l--) {
         int stop = (l == stop_layer) ? (int)stop_site : -1;
         graft_layer_weights *gl = g ? &g->w.layers[l] : NULL;
-        int stopped = cfg->arch == GRAFT_ARCH_GPT2 ? gpt2_block_backward(r, l, gl, stop)
-                                                   : llama_block_backward(r, l, gl, stop);
+        int stopped = cfg->arch == GRAFT_ARCH_GPT2 ? gpt2_block_backward(r, l, gl, stop, r->row0)
+                                                   : llama_block_backward(r, l, gl, stop, r->row0);
         if (stopped) return GRAFT_OK;
     }
     if (stop_layer < 0 && g)

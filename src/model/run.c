@@ -198,6 +198,7 @@ graft_status graft_run_set_batch(graft_run *r, const int *ids, const int *lens, 
             return graft_fail(GRAFT_ERR_RANGE, "logit row %d (index %d) is outside the batch of %d tokens", out_rows[i], i, T);
 
     r->T = T;
+    r->row0 = 0;
     memcpy(r->ids, ids, (size_t)T * sizeof *ids);
     int t = 0, past = r->kv ? r->kv->len : 0;
     for (int s = 0; s < n_seq; s++) {
@@ -294,4 +295,16 @@ void graft_grads_free(graft_grads *g) {
     graft_free_aligned(g->slab);
     graft_param_table_free(&g->t);
     memset(g, 0, sizeof *g);
+}
+
+graft_status graft_run_set_row0(graft_run *r, int row) {
+    if (!r->train || r->kv) return graft_fail(GRAFT_ERR_INVALID, "suffix pass: needs a train run without a KV cache");
+    if (row < 0 || row >= r->T) return graft_fail(GRAFT_ERR_RANGE, "suffix pass: row %d outside the batch of %d", row, r->T);
+    if (row > 0 && r->seqs.n != 1)
+        return graft_fail(GRAFT_ERR_INVALID, "suffix pass: the batch has %d sequences; it takes one", r->seqs.n);
+    for (int i = 0; row > 0 && i < r->n_out; i++)
+        if (r->out_rows[i] < row)
+            return graft_fail(GRAFT_ERR_INVALID, "suffix pass: logit row %d comes before row %d", r->out_rows[i], row);
+    r->row0 = row;
+    return GRAFT_OK;
 }
