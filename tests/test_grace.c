@@ -3,6 +3,7 @@
  * every radius are bit-identical to the unedited model, the split and expand
  * rules, change-record replay (save/load) and undo. */
 #include "edit/editor.h"
+#include "edit/eval.h"
 #include "test.h"
 #include "test_util.h"
 
@@ -244,9 +245,82 @@ static void test_rules(void) {
     graft_model_free(m);
 }
 
+/* Issue 9's edits on real tokenizers: the target tokenised in context
+ * (graft_encode_pair), success-driven training until greedy generation gives
+ * it, the paper's fixed loop, and a failure reported as one. */
+static void edit_sticks(graft_model *m, const char *prompt, const char *target, const char *label) {
+    graft_eval_item it;
+    CHECK_OK(graft_encode_pair(graft_model_tokenizer(m), prompt, target, &it));
+    if (!it.prompt) return;
+    CHECK(!test_greedy_is(m, NULL, it.prompt, it.n_prompt, it.target, it.n_target)); /* not said before */
+    graft_editor *e = NULL;
+    CHECK_OK(graft_editor_create(m, "grace", "{}", &e));
+    graft_edit_info info;
+    graft_blob ch = {0};
+    graft_edit_tok r = {it.prompt, it.n_prompt, it.target, it.n_target, -1};
+    CHECK_OK(e->ops->apply(e, &r, &info, &ch));
+    CHECK_MSG(info.reproduced, "%s: '%s' -> '%s' not reproduced (%d steps, loss %.3f -> %.3f)", label, prompt, target,
+              info.iterations, info.loss_first, info.loss_last);
+    CHECK_MSG(test_greedy_is(m, e, it.prompt, it.n_prompt, it.target, it.n_target), "%s: greedy generation misses '%s'",
+              label, target);
+    e->ops->free(e);
+    graft_blob_free(&ch);
+
+    /* the official loop: constant-rate Adam for n_iter steps, no early stop */
+    CHECK_OK(graft_editor_create(m, "grace", "{\"train\": \"fixed\", \"early_stop\": false, \"n_iter\": 7, \"init\": \"cold\"}", &e));
+    CHECK_OK(e->ops->apply(e, &r, &info, &ch));
+    CHECK(info.iterations == 7);
+    e->ops->free(e);
+    graft_blob_free(&ch);
+
+    /* no training from a random value: not reproduced, and said so */
+    CHECK_OK(graft_editor_create(m, "grace", "{\"max_iter\": 0, \"init\": \"cold\"}", &e));
+    CHECK_OK(e->ops->apply(e, &r, &info, &ch));
+    CHECK(info.iterations == 0 && !info.reproduced);
+    CHECK(!test_greedy_is(m, e, it.prompt, it.n_prompt, it.target, it.n_target));
+    e->ops->free(e);
+    graft_blob_free(&ch);
+    graft_eval_item_free(&it);
+}
+
+static void test_real_tokenizers(void) {
+    char path[1024];
+    /* SentencePiece: " kite" alone carries a dummy-prefix piece that never
+     * follows "red" in text; in context it does not */
+    snprintf(path, sizeof path, "%s/stories260K.bin", test_data_dir());
+    graft_model *m = NULL;
+    CHECK_OK(graft_model_load(path, &m));
+    if (m) {
+        edit_sticks(m, "Tom had a big red", " kite", "stories260K");
+        edit_sticks(m, "Every morning Lily ate", " pancakes with honey", "stories260K");
+        graft_model_free(m);
+    }
+    /* GPT-2 BPE: a small random GPT-2 with the real 50,257-entry tokenizer */
+    snprintf(path, sizeof path, "%s/gpt2-tokenizer", test_data_dir());
+    graft_tokenizer *bpe = NULL;
+    CHECK_OK(graft_tokenizer_load(path, &bpe));
+    graft_config c;
+    CHECK_OK(graft_config_preset("gpt2-tiny", &c));
+    c.vocab_size = 50257;
+    c.n_layer = 4;
+    m = NULL;
+    if (bpe) CHECK_OK(graft_model_create_random(&c, 11, 0.2f, &m));
+    if (m) {
+        graft_model_set_tokenizer(m, bpe);
+        bpe = NULL;
+        /* one BPE token, written without its space: " Paris" in context. (A
+         * random 64-wide model's attention carries too little for longer
+         * targets; stories260K and the fact model cover those.) */
+        edit_sticks(m, "The capital of France is", "Paris", "gpt2-bpe");
+        graft_model_free(m);
+    }
+    graft_tokenizer_free(bpe);
+}
+
 int main(void) {
     graft_set_threads(2);
     test_stories();
     test_rules();
+    test_real_tokenizers();
     return test_finish("test_grace");
 }
