@@ -97,6 +97,11 @@ struct graft_editor {
      * target token (n, the official GRACE hallucination setup). Training and
      * every teacher-forced evaluation use the same rule. */
     int key_after_prompt;
+    /* Greedy generation sees another edit than a teacher-forced pass (GRACE
+     * replace all, or the key at the first target token): evaluation then
+     * always generates instead of reading generation off a teacher-forced
+     * pass (graft_eval_gen). */
+    int gen_differs;
 };
 
 /* ---------------------------------------------------------------- GRACE */

@@ -36,8 +36,14 @@ graft_status graft_eval_tf(graft_model *m, graft_editor *e, const graft_eval_ite
 /* Teacher forcing: the summed NLL (nats) of each item's target tokens given
  * its prompt, into nll[n] (CounterFact's NLL(new) vs NLL(true) comparisons). */
 graft_status graft_eval_seq_nll(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, double *nll);
-/* Greedy generation of n_target tokens after each prompt; gen as pred. */
+/* Greedy generation of n_target tokens after each prompt; gen as pred.
+ * Where it is provably the same thing (the teacher-forced argmax is the
+ * target at every position, leading by a margin rounding cannot overturn,
+ * and the editor acts alike in both passes) generation is read off one
+ * packed teacher-forced pass; every other item is generated token by token. */
 graft_status graft_eval_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *gen);
+/* Both at once (the teacher-forced predictions come from the same pass). */
+graft_status graft_eval_tf_gen(graft_model *m, graft_editor *e, const graft_eval_item *items, int n, int *tf, int *gen);
 /* Mean NLL of a token stream in non-overlapping windows of `window` tokens,
  * through the editor with each window's key at its last token (GRACE's
  * upstream convention). */

@@ -805,6 +805,7 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
     g->kd = graft_site_dim(cfg, g->key_site);
     g->vd = graft_site_dim(cfg, g->val_site);
     g->base.key_after_prompt = g->o.key_target_first ? 1 : 0;
+    g->base.gen_differs = g->o.key_target_first || g->o.replace == GRACE_REPLACE_ALL;
     g->train_row = -1;
     g->hook.layer = g->o.layer;
     g->hook.site = g->val_site;

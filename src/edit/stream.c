@@ -96,8 +96,7 @@ static graft_status measure(graft_model *m, graft_editor *e, const graft_eval_it
     for (int i = 0; i < n; i++) total += items[i].n_target;
     int *tf = malloc((size_t)total * sizeof(int)), *gen = malloc((size_t)total * sizeof(int));
     graft_status st = (tf && gen) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    if (st == GRAFT_OK) st = graft_eval_tf(m, e, items, n, tf);
-    if (st == GRAFT_OK) st = graft_eval_gen(m, e, items, n, gen);
+    if (st == GRAFT_OK) st = graft_eval_tf_gen(m, e, items, n, tf, gen);
     if (st == GRAFT_OK) {
         double tf_sum = 0, tf_true = 0;
         int gen_ok = 0, gen_true = 0, at = 0;
