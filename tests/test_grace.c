@@ -263,6 +263,31 @@ static void edit_sticks(graft_model *m, const char *prompt, const char *target, 
               info.iterations, info.loss_first, info.loss_last);
     CHECK_MSG(test_greedy_is(m, e, it.prompt, it.n_prompt, it.target, it.n_target), "%s: greedy generation misses '%s'",
               label, target);
+    /* evaluation reads generation off a teacher-forced pass where it may: it
+     * must say what token-by-token generation says, hit or miss */
+    {
+        int other[4] = {it.target[0], it.target[0], it.target[0], it.target[0]};
+        graft_eval_item items[3] = {it, {it.prompt, it.n_prompt, other, it.n_target < 4 ? it.n_target : 4},
+                                    {it.prompt, it.n_prompt - 1, it.target, it.n_target}};
+        int total = 0;
+        for (int i = 0; i < 3; i++) total += items[i].n_target;
+        int *fast = malloc((size_t)total * sizeof(int)), at = 0, same = 1;
+        CHECK_OK(graft_eval_gen(m, e, items, 3, fast));
+        for (int i = 0; i < 3; i++) {
+            graft_gen_opts go;
+            graft_gen_opts_default(&go);
+            go.max_new_tokens = items[i].n_target;
+            go.stop_at_eos = 0;
+            int *out = NULL;
+            size_t n = 0;
+            CHECK_OK(graft_editor_generate(e, m, items[i].prompt, (size_t)items[i].n_prompt, &go, NULL, NULL, &out, &n));
+            same &= n == (size_t)items[i].n_target && !memcmp(out, fast + at, n * sizeof(int));
+            at += items[i].n_target;
+            free(out);
+        }
+        CHECK_MSG(same, "%s: graft_eval_gen differs from token-by-token generation", label);
+        free(fast);
+    }
     e->ops->free(e);
     graft_blob_free(&ch);
 
