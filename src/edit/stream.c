@@ -840,10 +840,12 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
         for (long d = before + 1; d <= i; d++) crossed |= is_point(&R, d);
         if (crossed) st = evaluate(&R, i);
         if (o->progress) {
-            char extra[96];
+            char extra[128], last[32] = "";
             const point *p = R.n_pts ? &R.pts[R.n_pts - 1] : NULL;
-            snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f  failed %d", p ? p->err_gen : NAN,
-                     p ? p->trr_gen : NAN, R.n_failed);
+            if (R.n_failed && R.n_failed <= R.cap_failed) /* which: the latest failure's data row */
+                snprintf(last, sizeof last, " (last: row %d)", R.failed_rows[R.n_failed - 1]);
+            snprintf(extra, sizeof extra, "ERR(gen) %.3f  TRR(gen) %.3f  failed %d%s", p ? p->err_gen : NAN,
+                     p ? p->trr_gen : NAN, R.n_failed, last);
             graft_progress_update(&pg, i, extra);
         }
     }
