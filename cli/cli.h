@@ -19,6 +19,7 @@ int cmd_compare(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
+int cmd_corpus_para(int argc, char **argv); /* graft corpus --paraphrase (cmd_corpus_para.c) */
 int cmd_stats(int argc, char **argv); /* weight editors task: E[k k^T] for ROME/MEMIT/EMMET */
 
 /* Print "graft CMD: message" to stderr and return 1. */

@@ -441,11 +441,16 @@ static void usage(FILE *out) {
           "                         that edit_stream.json holds (default 2000)\n"
           "  --n-known N            counterfact-train facts trained and never edited (default 1000)\n"
           "  --n-heldout-text N     counterfact-edit records after the stream turned into held-out\n"
-          "                         sentences for perplexity (default 500)\n",
+          "                         sentences for perplexity (default 500)\n"
+          "With --paraphrase it builds data/facts2 instead, every fact in several phrasings\n"
+          "(graft corpus --paraphrase --help).\n",
           out);
 }
 
 int cmd_corpus(int argc, char **argv) {
+    /* The paraphrase corpus (data/facts2) has its own recipe and flags. */
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--paraphrase")) return cmd_corpus_para(argc, argv);
     static const struct option opts[] = {{"out", required_argument, 0, 'o'},
                                          {"shared", required_argument, 0, 's'},
                                          {"n-edit", required_argument, 0, 'e'},

@@ -74,13 +74,18 @@ static graft_status run_batches(graft_model *m, graft_editor *e, const graft_eva
                                 void *user) {
     if (n <= 0) return GRAFT_OK;
     int maxlen = 0;
+    long total = 0;
     for (int i = 0; i < n; i++) {
         int len = items[i].n_prompt + items[i].n_target - 1;
         if (len > m->cfg.n_ctx)
             return graft_fail(GRAFT_ERR_RANGE, "evaluation item %d has %d tokens; the context is %d", i, len, m->cfg.n_ctx);
         if (len > maxlen) maxlen = len;
+        total += len;
     }
-    int cap = maxlen > BUDGET ? maxlen : BUDGET;
+    /* no bigger than the items need: one edit's check should not allocate
+     * (and fault in) activations for BUDGET tokens */
+    int cap = total < BUDGET ? (int)total : BUDGET;
+    if (cap < maxlen) cap = maxlen;
     graft_run *r = NULL;
     GRAFT_TRY(graft_run_create(m, cap, cap, maxlen, 0, &r));
     int *ids = malloc((size_t)cap * sizeof(int)), *lens = malloc((size_t)cap * sizeof(int));
