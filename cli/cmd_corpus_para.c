@@ -252,7 +252,8 @@ static int load_relation(const char *path, int i, const cJSON *o, relation *R) {
     if (!cJSON_IsObject(o)) return rel_err(path, i, NULL, "want an object");
     const cJSON *nm = cJSON_GetObjectItemCaseSensitive(o, "name");
     const cJSON *asks = cJSON_GetObjectItemCaseSensitive(o, "asks");
-    if (!cJSON_IsString(nm) || !*nm->valuestring) return rel_err(path, i, NULL, "field 'name': want a non-empty string");
+    if (!cJSON_IsString(nm) || !*nm->valuestring)
+        return rel_err(path, i, NULL, "field 'name': want a non-empty string");
     if (strpbrk(nm->valuestring, "|\"\\\n\t "))
         return rel_err(path, i, NULL, "field 'name' \"%s\": no spaces, quotes, backslashes or '|'", nm->valuestring);
     if (asks && !cJSON_IsString(asks)) return rel_err(path, i, NULL, "field 'asks': want a string");
@@ -421,6 +422,8 @@ typedef struct {
     int added[N_ROLE], dup[N_ROLE], skipped[N_ROLE];
     conflicts fact_conf, prompt_conf;
     int n_how[N_HOW], n_bare, n_trimmed;
+    strtab cf_tpl;   /* every template the CounterFact prompts of both files use */
+    strlist no_rel;  /* those in no relation of data/relations.json */
     bool oom;
 } corpus;
 
@@ -439,6 +442,8 @@ static void corpus_free(corpus *C) {
     st_free(&C->fkey);
     st_free(&C->subjects);
     st_free(&C->withheld);
+    st_free(&C->cf_tpl);
+    sl_free(&C->no_rel);
     for (int i = 0; i < C->tp.str.n; i++) free(C->ta[i]);
     st_free(&C->tp);
     free(C->ta);
@@ -506,15 +511,20 @@ static void trim_dataset(corpus *C, graft_dataset *d) {
 /* ---------------------------------------------------------------- relation of a record */
 
 /* The template id of a record's prompt, -1 if it is in no relation, -2 if
- * the subject is not in the prompt. */
-static int record_tpl(corpus *C, const graft_edit_request *r) {
+ * the subject is not in the prompt. With census set, the template is also
+ * counted among those the files use (and those no relation lists). */
+static int record_tpl(corpus *C, const graft_edit_request *r, bool census) {
     bool oom = false;
     char *t = tpl_of(r->prompt, r->subject, &oom);
     if (oom) C->oom = true;
     if (!t) return -2;
     int id = st_find(&C->RS.tpl, t);
+    if (id >= 0 && !C->RS.cf_rels[id]) id = -1;
+    if (census && st_find(&C->cf_tpl, t) < 0) {
+        if (st_intern(&C->cf_tpl, t) < 0 || (id < 0 && !sl_push(&C->no_rel, t))) C->oom = true;
+    }
     free(t);
-    return id >= 0 && C->RS.cf_rels[id] ? id : -1;
+    return id;
 }
 
 /* The answer lexicon: how often each answer is the true answer of a record
@@ -529,7 +539,7 @@ static bool build_lexicon(corpus *C, const graft_dataset *const *sets, int nsets
     for (int s = 0; s < nsets; s++)
         for (int i = 0; i < sets[s]->n; i++) {
             const graft_edit_request *r = &sets[s]->req[i];
-            int t = record_tpl(C, r);
+            int t = record_tpl(C, r, true);
             if (t < 0 || __builtin_popcountll(C->RS.cf_rels[t]) != 1) continue;
             int a = st_intern(&C->ans, r->ground_truth);
             if (a < 0) break;
@@ -563,7 +573,7 @@ static int vote(const corpus *C, const char *answer, uint64_t cand) {
  * else the one its locality prompt (a neighbour with the same relation and
  * answer) also fits; else the one its answer is most often the answer of. */
 static int resolve(corpus *C, const graft_edit_request *r, int *how, int *tpl) {
-    int t = *tpl = record_tpl(C, r);
+    int t = *tpl = record_tpl(C, r, false);
     if (t < 0) {
         *how = t == -2 ? HOW_NO_SUBJECT : HOW_NO_TEMPLATE;
         return -1;
@@ -772,12 +782,13 @@ static void sb_field(graft_sbuf *b, const char *key, const char *val) {
 }
 
 /* {"prompt", "answer", ...}: train.jsonl has just the two; the others say
- * where a row comes from. rel and trained may be NULL. */
-static void row_line(graft_sbuf *b, const char *prompt, const char *answer, const char *rel, const char *source,
-                     const char *trained, long case_id, bool with_case) {
+ * where a row comes from. subject, rel, source and trained may be NULL. */
+static void row_line(graft_sbuf *b, const char *prompt, const char *answer, const char *subject, const char *rel,
+                     const char *source, const char *trained, long case_id, bool with_case) {
     graft_sb_str(b, "{\"prompt\": ");
     graft_sb_json_str(b, prompt, strlen(prompt));
     sb_field(b, "answer", answer);
+    if (subject) sb_field(b, "subject", subject);
     if (rel) sb_field(b, "relation", rel);
     if (source) sb_field(b, "source", source);
     if (trained) sb_field(b, "trained_prompt", trained);
@@ -861,7 +872,8 @@ static void build_train(corpus *C, const options *o, const graft_dataset *E, con
                 if (st_intern(&C->withheld, C->f[ei[i].fact].held.v[j]) < 0) C->oom = true;
     for (int i = 0; i < C->nf && !C->oom; i++) {
         const fact *f = &C->f[i];
-        for (int j = 0; j < f->trained.n; j++) C->RS.r[f->rel].n_train += train_add(C, f->trained.v[j], f->answer, f->role);
+        for (int j = 0; j < f->trained.n; j++)
+            C->RS.r[f->rel].n_train += train_add(C, f->trained.v[j], f->answer, f->role);
     }
     for (int i = 0; i < o->n_zsre && !C->oom; i++)
         train_add(C, Z->req[i].prompt, Z->req[i].ground_truth, ROLE_ZSRE);
@@ -882,7 +894,7 @@ static void build_heldout(corpus *C, const options *o, const graft_dataset *E, c
             else if (st_find(&seen, p) >= 0) O->held_dup++;
             else if (st_intern(&seen, p) < 0) C->oom = true;
             else {
-                row_line(&O->held, p, f->answer, C->RS.r[f->rel].name, role_name[f->role], a, f->case_id, true);
+                row_line(&O->held, p, f->answer, NULL, C->RS.r[f->rel].name, role_name[f->role], a, f->case_id, true);
                 C->RS.r[f->rel].n_held++;
                 O->n_held++;
             }
@@ -900,8 +912,8 @@ static void build_heldout(corpus *C, const options *o, const graft_dataset *E, c
                 if (st_find(&C->tp, p) >= 0 || st_find(&seen, p) >= 0) O->cfreph_trained++;
                 else if (st_intern(&seen, p) < 0) C->oom = true;
                 else {
-                    row_line(&O->cfreph, p, f->answer, C->RS.r[f->rel].name, s ? "cf-known-rephrase" : "cf-edit-rephrase",
-                             a, D->req[i].case_id, true);
+                    const char *src = s ? "cf-known-rephrase" : "cf-edit-rephrase";
+                    row_line(&O->cfreph, p, f->answer, NULL, C->RS.r[f->rel].name, src, a, D->req[i].case_id, true);
                     O->n_cfreph++;
                 }
             }
@@ -915,7 +927,8 @@ static void build_heldout(corpus *C, const options *o, const graft_dataset *E, c
             else if (st_find(&C->tp, r->rephrases[j]) >= 0 || st_find(&seen, r->rephrases[j]) >= 0) O->zsre_trained++;
             else if (st_intern(&seen, r->rephrases[j]) < 0) C->oom = true;
             else {
-                row_line(&O->zsre, r->rephrases[j], r->ground_truth, NULL, "zsre-rephrase", r->prompt, r->case_id, true);
+                row_line(&O->zsre, r->rephrases[j], r->ground_truth, NULL, NULL, "zsre-rephrase", r->prompt, r->case_id,
+                         true);
                 O->n_zsre++;
             }
         }
@@ -959,7 +972,8 @@ static void build_stream_known(corpus *C, const options *o, const graft_dataset 
         else if (!trained_as(C, r->prompt, r->ground_truth)) O->known_bad[1]++;
         else if (st_find(&edited, r->subject) >= 0) O->known_bad[2]++;
         else {
-            row_line(&O->known, r->prompt, r->ground_truth, C->RS.r[ti[i].rel].name, NULL, NULL, r->case_id, true);
+            row_line(&O->known, r->prompt, r->ground_truth, r->subject, C->RS.r[ti[i].rel].name, NULL, NULL,
+                     r->case_id, true);
             O->n_known++;
         }
     }
@@ -993,8 +1007,8 @@ static void build_unseen(corpus *C, const options *o, const graft_dataset *E, ou
         else if (st_find(&seen, s.s) >= 0) O->unseen_bad[2]++;
         else if (st_intern(&seen, s.s) < 0) C->oom = true;
         else {
-            row_line(&O->unseen, r->prompt, r->ground_truth, rel >= 0 ? C->RS.r[rel].name : "unknown", NULL, NULL,
-                     r->case_id, true);
+            const char *rname = rel >= 0 ? C->RS.r[rel].name : "unknown";
+            row_line(&O->unseen, r->prompt, r->ground_truth, r->subject, rname, NULL, NULL, r->case_id, true);
             graft_sb_str(&O->text, s.s);
             graft_sb_str(&O->text, "\n");
             O->n_unseen++;
@@ -1018,7 +1032,8 @@ static void readme_head(graft_sbuf *R, const options *o, const corpus *C, const 
                     "        --phrasings %ld --held-out %ld\n\n"
                     "Nothing is shuffled or sampled: the files are a pure function of the input files and the flags,\n"
                     "byte for byte (tests/cli_corpus_para.sh rebuilds them and compares). The model trained on it\n"
-                    "should learn \"relation in any phrasing -> answer\", and the held-out files measure whether it did.\n\n",
+                    "should learn \"relation in any phrasing -> answer\", and the held-out files measure whether it\n"
+                    "did.\n\n",
                     o->n_edit, o->n_known, o->n_unseen, o->n_zsre, C->n_phr, C->n_hold);
     graft_sb_printf(R,
                     "## Files\n\n| file | rows | bytes | what |\n|---|---|---|---|\n"
@@ -1026,7 +1041,8 @@ static void readme_head(graft_sbuf *R, const options *o, const corpus *C, const 
                     "| heldout_phrasings.jsonl | %d | %zu | template phrasings of trained facts, never trained |\n"
                     "| heldout_cf_rephrases.jsonl | %d | %zu | CounterFact's own rephrasings of trained facts, never "
                     "trained |\n"
-                    "| heldout_zsre.jsonl | %d | %zu | zsRE's rephrased questions of trained zsRE facts, never trained |\n"
+                    "| heldout_zsre.jsonl | %d | %zu | zsRE's rephrased questions of trained zsRE facts, never "
+                    "trained |\n"
                     "| known_facts.jsonl | %d | %zu | trained facts whose subject no edit touches (TRR / held "
                     "knowledge) |\n"
                     "| edit_stream.json | %d | %zu | CounterFact edits of trained facts, EasyEdit flat format |\n"
@@ -1040,35 +1056,49 @@ static void readme_head(graft_sbuf *R, const options *o, const corpus *C, const 
                  "\"case_id\"}`:\n"
                  "`trained_prompt` is a phrasing of the same fact that train.jsonl holds with the same answer, so a\n"
                  "miss can be told apart from a fact the model never learnt. known_facts.jsonl and\n"
-                 "unseen_facts.jsonl rows are `{\"prompt\", \"answer\", \"relation\", \"case_id\"}`. `graft eval "
-                 "--facts`\nreads all of them (it uses prompt and answer).\n\n");
+                 "unseen_facts.jsonl rows are `{\"prompt\", \"answer\", \"subject\", \"relation\", \"case_id\"}`.\n"
+                 "`graft eval --facts` reads all of them (it uses prompt and answer).\n\n");
     graft_sb_printf(R,
                     "## How prompt and answer join\n\n"
                     "As in data/facts: answers carry no leading space and prompts no trailing space (white space at\n"
                     "either end is stripped; %d strings needed it), and the text a model trains and is scored on is\n"
-                    "`prompt + \" \" + answer`, e.g. `The mother tongue of Danielle Darrieux is` + ` ` + `French`, the\n"
-                    "EasyEdit convention, so a GPT-2 BPE answer starts with a space-prefixed token (` French`).\n"
+                    "`prompt + \" \" + answer`, e.g. `The mother tongue of Danielle Darrieux is` + ` ` + `French`,\n"
+                    "the EasyEdit convention, so a GPT-2 BPE answer starts with a space-prefixed token (` French`).\n"
                     "zsRE prompts are questions (`What is the product made by UniFirst? uniform`). train.jsonl is in\n"
                     "recipe order (a fact's phrasings one after another): a trainer should shuffle it.\n\n",
                     C->n_trimmed);
 }
 
-static void readme_grouping(graft_sbuf *R) {
+static void readme_grouping(graft_sbuf *R, const corpus *C, const graft_dataset *E, const graft_dataset *T) {
+    int min_gen = 1 << 30;
+    for (int i = 0; i < C->RS.n; i++)
+        if (C->RS.r[i].n_gen < min_gen) min_gen = C->RS.r[i].n_gen;
+    graft_sb_printf(R,
+                    "## Relations and their templates\n\n"
+                    "The flat CounterFact files have no relation id. Putting `{}` in place of the subject in all\n"
+                    "%d prompts of counterfact-edit.json and counterfact-train.json gives %d distinct templates;\n"
+                    "%d of them are in no relation of data/relations.json",
+                    E->n + T->n, C->cf_tpl.str.n, C->no_rel.n);
+    for (int i = 0; i < C->no_rel.n && i < 20; i++) {
+        graft_sb_str(R, i ? ", `" : " (`");
+        md_cell(R, C->no_rel.v[i]);
+        graft_sb_str(R, i + 1 == C->no_rel.n || i == 19 ? "`)" : "`");
+    }
     graft_sb_str(R,
-                 "## Relations and their templates\n\n"
-                 "The flat CounterFact files have no relation id. Putting `{}` in place of the subject in all 20,000\n"
-                 "prompts of counterfact-edit.json and counterfact-train.json gives 218 distinct templates. They were\n"
-                 "grouped by hand, by what the question asks and by the subjects and answers each template comes\n"
-                 "with, into the relations of data/relations.json (its `counterfact` lists). Where two Wikidata\n"
-                 "relations ask the same thing in the same words, they are one relation here: a person's native\n"
-                 "language and the languages they speak (`language`); a product's manufacturer and developer\n"
-                 "(`maker`); where a work comes from and where a band or company was formed (`origin`: CounterFact's\n"
-                 "neighbourhood prompts mix the two sets of templates); the location of an event or building and the\n"
-                 "region a place is in (`located-in`, likewise). Each relation also has phrasings written for graft\n"
-                 "(`own`), so that every relation has at least 8 templates that can phrase its facts. Templates\n"
-                 "that are vague, tied to an article (`{}'s profession is a` / `an`) or shared by relations with\n"
-                 "different answers (`{}, the`: an instrument, a sport or a position) are `match_only`: they assign\n"
-                 "a record to its relation and phrase only that record's own prompt.\n\n"
+                 ". They were grouped by hand, by\n"
+                 "what the question asks and by the subjects and answers each template comes with, into the\n"
+                 "relations of data/relations.json (its `counterfact` lists). Where two Wikidata relations ask\n"
+                 "the same thing in the same words, they are one relation here: a person's native language and\n"
+                 "the languages they speak (`language`); a product's manufacturer and developer (`maker`); where\n"
+                 "a work comes from and where a band or company was formed (`origin`: CounterFact's\n"
+                 "neighbourhood prompts mix the two sets of templates); the location of an event or building and\n"
+                 "the region a place is in (`located-in`, likewise). Each relation also has phrasings written\n");
+    graft_sb_printf(R, "for graft (`own`), so that every relation has at least %d templates that can phrase its\n",
+                    min_gen);
+    graft_sb_str(R,
+                 "facts. Templates that are vague, tied to an article (`{}'s profession is a` / `an`) or shared by\n"
+                 "relations with different answers (`{}, the`: an instrument, a sport or a position) are\n"
+                 "`match_only`: they assign a record to its relation and phrase only that record's own prompt.\n\n"
                  "A template listed by several relations (`{} is located in`: country, continent or region) is\n"
                  "settled per record: first by its locality prompt, a neighbour CounterFact gives with the same\n"
                  "relation and answer, whose most specific matching template may belong to only one of the\n"
@@ -1103,6 +1133,9 @@ static void readme_relations(graft_sbuf *R, const corpus *C) {
         graft_sb_printf(R, " | %d + %d, %d | %d | %d | %d | %d-%d |\n", Rl->cf.n, Rl->own.n, Rl->match.n,
                         Rl->n_facts, Rl->n_train, Rl->n_held, lo, hi);
     }
+    graft_sb_printf(R, "\nThe last column is the range, over the relation's phrasing templates, of the share of its\n"
+                       "facts a template is trained on (own prompts included). With %ld trained phrasings per fact,\n"
+                       "a relation with many templates trains each of them on fewer of its facts.\n", C->n_phr);
     graft_sb_str(R, "\nEvery template, with the CounterFact prompts of taught facts written with it (trained as they\n"
                     "are) and the number of facts it phrases beyond those, in training and held out:\n\n"
                     "| relation | template | kind | CounterFact prompts | facts trained | facts held out |\n"
@@ -1124,11 +1157,12 @@ static void readme_recipe(graft_sbuf *R, const options *o, const corpus *C) {
                     "## Recipe\n\n"
                     "Indices are 0-based positions in the input lists; [a, b) is a half-open range.\n\n"
                     "1. **Facts.** A fact is (subject, relation, answer). In this order: counterfact-edit.json\n"
-                    "   records [0, %ld) give their true fact (`subject`, relation, `ground_truth`; cf-edit) and their\n"
-                    "   neighbour's (the locality prompt read with the relation's most specific matching template:\n"
-                    "   another subject, same relation and answer; cf-neighbour); counterfact-train.json records\n"
-                    "   [0, %ld) give their true fact (cf-known). A fact met again with the same answer gains the\n"
-                    "   new prompt; with another answer the first answer stays (a fact conflict, listed below).\n"
+                    "   records [0, %ld) give their true fact (`subject`, relation, `ground_truth`; cf-edit) and\n"
+                    "   their neighbour's (the locality prompt read with the relation's most specific matching\n"
+                    "   template: another subject, same relation and answer; cf-neighbour); counterfact-train.json\n"
+                    "   records [0, %ld) give their true fact (cf-known). A fact met again with the same answer\n"
+                    "   gains the new prompt; with another answer the first answer stays (a fact conflict, listed\n"
+                    "   below).\n"
                     "2. **Phrasings.** A fact's own CounterFact prompts are always trained. Its relation's\n"
                     "   templates (`counterfact` then `own`, as listed) are then taken in turn, starting at template\n"
                     "   j mod k for the j-th fact of the relation (k templates): each fills the subject in; the first\n"
@@ -1159,8 +1193,9 @@ static void readme_recipe(graft_sbuf *R, const options *o, const corpus *C) {
                     "   and whose subject is not the subject of an edit-stream record.\n"
                     "8. **unseen_facts.jsonl** and **heldout_text.txt**: counterfact-edit.json records [%ld, %ld)\n"
                     "   whose subject is the subject of no taught fact (nor of a zsRE record) and whose prompt is not\n"
-                    "   trained: the prompt with its true answer, and the sentence `prompt + \" \" + ground_truth + \".\"`\n"
-                    "   (no period after an answer ending in . ! ?), repeated sentences once.\n\n",
+                    "   trained: the prompt with its true answer, and the sentence\n"
+                    "   `prompt + \" \" + ground_truth + \".\"` (no period after an answer ending in . ! ?),\n"
+                    "   repeated sentences once.\n\n",
                     o->n_edit, o->n_known, C->n_phr, C->n_hold, o->n_edit, o->n_zsre, o->n_edit, o->n_known, o->n_edit,
                     o->n_edit + o->n_unseen);
 }
@@ -1248,8 +1283,8 @@ static void readme_sources(graft_sbuf *R, const graft_dataset *E, const graft_da
                     "  copies come from github.com/Jometeorie/KnowledgeSpread @ 51d7402 (no licence file there).\n"
                     "- `zsre/zsre_mend_train-1k.json` (%d read): zsRE question answering, Levy, Seo, Choi and\n"
                     "  Zettlemoyer, *Zero-Shot Relation Extraction via Reading Comprehension* (CoNLL 2017), in the\n"
-                    "  form prepared by De Cao, Aziz and Titov (2021) and Mitchell et al. (MEND, ICLR 2022); copy from\n"
-                    "  github.com/Jometeorie/KnowledgeSpread @ 51d7402 (no licence file there).\n"
+                    "  form prepared by De Cao, Aziz and Titov (2021) and Mitchell et al. (MEND, ICLR 2022); copy\n"
+                    "  from github.com/Jometeorie/KnowledgeSpread @ 51d7402 (no licence file there).\n"
                     "- `data/relations.json`: written for graft; its `own` templates are graft's own wording.\n\n"
                     "Every string is checked to be valid UTF-8 on the way in (src/data/dataset.c).\n",
                     E->n, T->n, Z->n);
@@ -1372,7 +1407,7 @@ static void build_readme(const options *o, const corpus *C, const graft_dataset 
                          const graft_dataset *Z, const recinfo *ei, const recinfo *ti, output *O) {
     graft_sbuf *R = &O->readme;
     readme_head(R, o, C, O);
-    readme_grouping(R);
+    readme_grouping(R, C, E, T);
     readme_relations(R, C);
     readme_recipe(R, o, C);
     readme_counts(R, o, C, O);
@@ -1425,7 +1460,8 @@ int cmd_corpus_para(int argc, char **argv) {
         goto done;
     }
     build_train(&C, &o, &E, &T, &Z, ei, ti);
-    for (int i = 0; i < C.tp.str.n && !C.oom; i++) row_line(&O.train, C.tp.str.v[i], C.ta[i], NULL, NULL, NULL, 0, false);
+    for (int i = 0; i < C.tp.str.n && !C.oom; i++)
+        row_line(&O.train, C.tp.str.v[i], C.ta[i], NULL, NULL, NULL, NULL, 0, false);
     build_heldout(&C, &o, &E, &T, &Z, ei, ti, &O);
     build_stream_known(&C, &o, &E, &T, ei, ti, &O);
     build_unseen(&C, &o, &E, &O);
