@@ -21,6 +21,7 @@ int cmd_train(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_corpus_para(int argc, char **argv); /* graft corpus --paraphrase (cmd_corpus_para.c) */
 int cmd_stats(int argc, char **argv); /* weight editors task: E[k k^T] for ROME/MEMIT/EMMET */
+int cmd_tokenizer(int argc, char **argv); /* graft tokenizer learn|stats (cmd_tokenizer.c) */
 
 /* Print "graft CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -12,6 +12,7 @@ static const struct {
     {"generate", cmd_generate, "continue a prompt (greedy or sampled)"},
     {"score", cmd_score, "mean next-token NLL and perplexity of a text"},
     {"tokenize", cmd_tokenize, "text -> token ids, or ids -> text with --decode"},
+    {"tokenizer", cmd_tokenizer, "learn a byte-level BPE from a text or fact file; tokens per prompt/answer"},
     {"inspect", cmd_inspect, "architecture, sizes, dtype and memory of a model"},
     {"bench", cmd_bench, "speed and memory benchmarks"},
     {"edit", cmd_edit, "stream edit requests into a model and measure ES/ERR/TRR/generalisation"},

@@ -73,6 +73,24 @@ int graft_tokenizer_bos(const graft_tokenizer *tok);
 int graft_tokenizer_eos(const graft_tokenizer *tok);
 
 /*
+ * Learn a GPT-2 byte-level BPE tokenizer from `len` bytes of text (any bytes;
+ * invalid UTF-8 is fine). The text is split at "<|endoftext|>" and into words
+ * by GPT-2's pre-tokenizer, exactly as graft_tokenize will split it; then
+ * the most frequent adjacent pair of tokens is merged, greedily, until the
+ * vocabulary holds vocab_size ids: the 256 bytes (id b is byte b), one id per
+ * merge in the order learned, and "<|endoftext|>" last (BOS and EOS, as in
+ * GPT-2). Ties in count go to the pair whose left token's bytes sort first
+ * (unsigned byte order, a prefix before the longer token), then by the right
+ * token. A pair whose bytes are already a token is never merged, so a
+ * vocabulary of 257 + k ids has exactly k merges; a pair seen only once is
+ * not merged either, so a small text may give fewer than vocab_size ids
+ * (graft_tokenizer_vocab_size says how many). The same text and vocab_size
+ * always give the same tokenizer. vocab_size: 257 .. 1048576; an empty text
+ * is an error.
+ */
+graft_status graft_tokenizer_learn_bpe(const char *text, size_t len, int vocab_size, graft_tokenizer **out);
+
+/*
  * Encode `len` bytes of text. The ids are malloc'ed into *ids (caller frees)
  * and their count stored in *n. Invalid UTF-8 is an error for the llama2.c
  * tokenizer only where it cannot be represented; GPT-2 BPE encodes any bytes.

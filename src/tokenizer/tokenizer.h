@@ -149,6 +149,18 @@ size_t tok_gpt2_pretok_next(const uint8_t *s, size_t n, size_t i);
 /* The GPT-2 byte -> code point table. */
 void tok_gpt2_byte_to_unicode(int32_t table[256]);
 
+/* Learning a GPT-2 byte-level BPE (bpe_learn.c): graft_tokenizer_learn_bpe
+ * with what the learning saw, for reports. */
+typedef struct tok_learn_stats {
+    int n_words;        /* distinct pre-tokenizer words of two bytes or more */
+    int n_merges;       /* merges learned (vocab size - 257) */
+    int n_skipped;      /* pairs passed over: their bytes were already a token */
+    int64_t last_count; /* occurrences of the last pair merged (0: none) */
+} tok_learn_stats;
+
+graft_status tok_bpe_learn(const char *text, size_t len, int vocab_size, tok_learn_stats *stats,
+                           graft_tokenizer **out);
+
 /* llama2.c tokenizer (llama2c.c). */
 graft_status tok_llama2c_load(graft_tokenizer *t, const char *path);
 /* dummy: prepend SentencePiece's dummy-prefix space (a text of its own);
