@@ -32,6 +32,10 @@ const char *cli_default_model(void);
 int cli_load_model(const char *cmd, const char *path, const char *tok_path, graft_model **m);
 int cli_need_tokenizer(const char *cmd, graft_model *m, graft_tokenizer **tok);
 int cli_parse_ids(const char *cmd, const char *s, int **ids, size_t *n);
+/* Strip spaces, tabs and line ends at both ends of s in place (NULL is
+ * left alone); 1 when something was stripped. The corpus builders put
+ * exactly one space between prompt and answer, so a stray one would double it. */
+int cli_trim(char *s);
 /* add_bos: 1 yes, 0 no, -1 when the tokenizer's models expect it. */
 int cli_encode(const char *cmd, graft_tokenizer *tok, const char *text, size_t len, int add_bos, int **ids, size_t *n);
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);

@@ -241,16 +241,7 @@ typedef struct {
 
 /* Strip whitespace at both ends in place (the trainer puts exactly one space
  * between prompt and answer, so a stray one would double it); counts changes. */
-static void trim_inplace(corpus *C, char *s) {
-    if (!s) return;
-    size_t n = strlen(s), a = 0;
-    while (a < n && (s[a] == ' ' || s[a] == '\t' || s[a] == '\n' || s[a] == '\r')) a++;
-    while (n > a && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
-    if (a == 0 && s[n] == '\0') return;
-    memmove(s, s + a, n - a);
-    s[n - a] = '\0';
-    C->n_trimmed++;
-}
+static void trim_inplace(corpus *C, char *s) { C->n_trimmed += cli_trim(s); }
 
 static void trim_dataset(corpus *C, graft_dataset *d) {
     for (int i = 0; i < d->n; i++) {

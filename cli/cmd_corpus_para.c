@@ -482,16 +482,7 @@ static void conflict_add(corpus *C, conflicts *cl, const char *what, const char 
 
 /* Strip white space at both ends in place (the trainer puts exactly one
  * space between prompt and answer); counts the strings it changed. */
-static void trim_inplace(corpus *C, char *s) {
-    if (!s) return;
-    size_t n = strlen(s), a = 0;
-    while (a < n && strchr(" \t\r\n", s[a])) a++;
-    while (n > a && strchr(" \t\r\n", s[n - 1])) n--;
-    if (a == 0 && s[n] == '\0') return;
-    memmove(s, s + a, n - a);
-    s[n - a] = '\0';
-    C->n_trimmed++;
-}
+static void trim_inplace(corpus *C, char *s) { C->n_trimmed += cli_trim(s); }
 
 static void trim_dataset(corpus *C, graft_dataset *d) {
     for (int i = 0; i < d->n; i++) {

@@ -153,3 +153,14 @@ void cli_print_json_string(FILE *out, const char *s, size_t n) {
     }
     fputc('"', out);
 }
+
+int cli_trim(char *s) {
+    if (!s) return 0;
+    size_t n = strlen(s), a = 0;
+    while (a < n && strchr(" \t\r\n", s[a])) a++;
+    while (n > a && strchr(" \t\r\n", s[n - 1])) n--;
+    if (a == 0 && s[n] == '\0') return 0;
+    memmove(s, s + a, n - a);
+    s[n - a] = '\0';
+    return 1;
+}
