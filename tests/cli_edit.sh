@@ -104,6 +104,10 @@ c=$("$GRAFT" tokenize -m "$BIN" --text "Tom had a big red kite")
 tgt=$(echo "$a" | sed -E 's/.*"target": \[([0-9, ]*)\].*/\1/')
 case "$c" in *"$tgt]") ok ;; *) bad "target tokens $tgt are not the tail of $c" ;; esac
 
+# a bad option value names the choices
+"$GRAFT" edit -m "$BIN" --data "$tmp/stream.jsonl" --train bogus --out "$tmp/e" --no-progress >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -ne 0 ] && grep -q "want success or fixed" "$tmp/err" && ok || bad "--train bogus: exit $rc $(cat "$tmp/err")"
+
 # bad input
 printf '{"prompt": "a", "target": "b"}\n{"prompt": "c"}\n' > "$tmp/bad.jsonl"
 "$GRAFT" edit -m "$BIN" --data "$tmp/bad.jsonl" --out "$tmp/c" --no-progress >/dev/null 2>"$tmp/err"; rc=$?

@@ -60,7 +60,16 @@ static graft_status grace_from_json(const cJSON *j, graft_grace_opts *o, const c
             ok = idx >= 0;
         } else
             return graft_fail(GRAFT_ERR_INVALID, "%s: unknown GRACE option '%s'", where, k);
-        if (!ok) return graft_fail(GRAFT_ERR_INVALID, "%s: GRACE option '%s' has a bad value", where, k);
+        if (!ok) {
+            /* name the choices of the options that are words */
+            const char *want = !strcmp(k, "train")     ? " (want success or fixed)"
+                               : !strcmp(k, "replace") ? " (want upto_key, last, prompt or all)"
+                               : !strcmp(k, "init")    ? " (want warm or cold)"
+                               : !strcmp(k, "expand")  ? " (want coverage or moving_average)"
+                               : !strcmp(k, "key")     ? " (want prompt_last or target_first)"
+                                                       : "";
+            return graft_fail(GRAFT_ERR_INVALID, "%s: GRACE option '%s' has a bad value%s", where, k, want);
+        }
     }
     return GRAFT_OK;
 }
