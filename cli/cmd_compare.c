@@ -32,13 +32,20 @@ static void usage(FILE *out) {
           "                       messages go to DIR/METHOD/log.txt\n"
           "  --ppl-tokens N       cap on the perplexity text (default 4096)\n"
           "  --table-only         run nothing: rebuild the table and the plot from the run folders as they\n"
-          "                       are (finished or not), e.g. after resuming one method by hand\n",
+          "                       are (finished or not), e.g. after resuming one method by hand\n"
+          "  --sweep M:KEY=V1,V2,...  also run method M once per value of its numeric option KEY (e.g.\n"
+          "                       grace:eps_init=0.25,0.5,1,2), in DIR/M-KEY-V; --methods may then be\n"
+          "                       left out. Writes DIR/sweep.md and DIR/sweep.svg: edit success, ERR, TRR\n"
+          "                       and generalisation at the end of the stream against the value\n",
           out);
 }
 
 typedef struct {
-    char name[32];
+    char name[128];    /* the run folder and the table's row */
+    char method[32];   /* the editor (a sweep's runs share one) */
     const char *opts;
+    char *opts_owned;  /* a sweep run's options JSON */
+    double value;      /* a sweep run's value of the swept option */
     double *x, *err, *trr, *known, *cfe;
     int n;
     cJSON *last, *summary;
@@ -113,7 +120,7 @@ static int run_method(const char *model, const char *tok, const char *out, const
         return 1;
     }
     o.model_path = model ? model : cli_default_model();
-    o.method = mr->name;
+    o.method = mr->method;
     o.editor_opts = mr->opts;
     o.out_dir = dir;
     char *jp = graft_path_join(dir, "journal.sqlite");
@@ -127,6 +134,83 @@ static int run_method(const char *model, const char *tok, const char *out, const
     return rc;
 }
 
+/* --sweep M:KEY=V1,V2,...: one run of method M per value, its options those
+ * of --opts M=JSON (or none) with KEY set to the value. */
+static int add_sweep(const char *spec, const char *const (*mopts)[2], int n_mopts, method_run *runs, int *nm) {
+    const char *colon = strchr(spec, ':'), *eq = colon ? strchr(colon, '=') : NULL;
+    if (!colon || !eq || colon == spec || eq == colon + 1 || !eq[1])
+        return cli_fail("compare", "--sweep wants METHOD:KEY=V1,V2,..., got '%s'", spec), 1;
+    char method[32], key[64];
+    snprintf(method, sizeof method, "%.*s", (int)(colon - spec), spec);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - colon - 1), colon + 1);
+    const char *base = "{}";
+    for (int i = 0; i < n_mopts; i++)
+        if (!strcmp(mopts[i][0], method)) base = mopts[i][1];
+    for (const char *p = eq + 1; *p;) {
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !isfinite(v) || (*end && *end != ','))
+            return cli_fail("compare", "--sweep: '%s' is not a list of numbers", eq + 1), 1;
+        if (*nm == 16) return cli_fail("compare", "--sweep: at most 16 runs in all"), 1;
+        cJSON *o = cJSON_Parse(base);
+        if (!cJSON_IsObject(o)) {
+            cJSON_Delete(o);
+            return cli_fail("compare", "--opts %s: not a JSON object", method), 1;
+        }
+        cJSON_DeleteItemFromObject(o, key);
+        cJSON_AddNumberToObject(o, key, v);
+        method_run *r = &runs[(*nm)++];
+        r->opts_owned = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!r->opts_owned) return cli_fail("compare", "out of memory"), 1;
+        r->opts = r->opts_owned;
+        r->value = v;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->name, sizeof r->name, "%s-%s-%g", method, key, v);
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+/* DIR/sweep.md and DIR/sweep.svg: the end of each sweep run against the
+ * swept value (runs in the order given; the plot sorts nothing). */
+static int write_sweep(const char *out, const char *spec, const method_run *runs, int n) {
+    char *md_path = graft_path_join(out, "sweep.md"), *svg_path = graft_path_join(out, "sweep.svg");
+    FILE *md = md_path ? fopen(md_path, "w") : NULL;
+    if (!md) {
+        free(md_path), free(svg_path);
+        return cli_fail("compare", "%s: cannot write", md_path ? md_path : out), 1;
+    }
+    double x[16], ys[4][16];
+    const char *k0 = strchr(spec, ':') + 1;
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)(strchr(k0, '=') - k0), k0);
+    fprintf(md, "| %s | ES (gen) | ERR (gen) | TRR (gen) | generalisation (gen) | generalisation (tf) | keys |\n", key);
+    fprintf(md, "|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < n; i++) {
+        const cJSON *L = runs[i].last;
+        x[i] = runs[i].value;
+        ys[0][i] = num(L, "es_gen"), ys[1][i] = num(L, "err_gen"), ys[2][i] = num(L, "trr_gen"), ys[3][i] = num(L, "gen_gen");
+        char b[6][32];
+        double vals[6] = {ys[0][i], ys[1][i], ys[2][i], ys[3][i], num(L, "gen_tf"), num(L, "keys")};
+        for (int k = 0; k < 6; k++) fmt(b[k], sizeof b[k], vals[k], k == 5 ? "%.0f" : "%.3f");
+        fprintf(md, "| %g | %s | %s | %s | %s | %s | %s |\n", x[i], b[0], b[1], b[2], b[3], b[4], b[5]);
+    }
+    fclose(md);
+    const char *names[4] = {"edit success", "retention (ERR)", "locality (TRR)", "generalisation"};
+    graft_series s[4];
+    for (int k = 0; k < 4; k++) s[k] = (graft_series){names[k], x, ys[k], n, 0, k + 1};
+    char title[160];
+    snprintf(title, sizeof title, "Sweep of %s: the end of the stream against the value", spec);
+    graft_panel pn = {"exact-match generation after the last edit", "fraction", s, 4, 0.0, 1.0};
+    graft_status st = graft_svg_panels(svg_path, title, key, &pn, 1, 1);
+    int rc = st != GRAFT_OK ? cli_fail_status("compare", st) : 0;
+    if (!rc) printf("wrote %s, %s\n", md_path, svg_path);
+    free(md_path), free(svg_path);
+    return rc;
+}
+
 int cmd_compare(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"methods", required_argument, 0, 'M'}, {"data", required_argument, 0, 'd'},
@@ -135,9 +219,9 @@ int cmd_compare(int argc, char **argv) {
         {"ppl-text", required_argument, 0, 'p'}, {"err-sample", required_argument, 0, 'e'}, {"opts", required_argument, 0, 'O'},
         {"resume", no_argument, 0, 'r'},         {"tokenizer", required_argument, 0, 'T'}, {"help", no_argument, 0, 'h'},
         {"jobs", required_argument, 0, 'j'},     {"ppl-tokens", required_argument, 0, 'P'},
-        {"table-only", no_argument, 0, 't'},
+        {"table-only", no_argument, 0, 't'},      {"sweep", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
-    const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL;
+    const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL, *sweep = NULL;
     const char *mopts[16][2];
     int n_mopts = 0, c, jobs = 1, table_only = 0;
     graft_stream_opts so;
@@ -165,6 +249,7 @@ int cmd_compare(int argc, char **argv) {
         }
         case 'r': so.resume = 1; break;
         case 't': table_only = 1; break;
+        case 'S': sweep = optarg; break;
         case 'j': if (cli_parse_int("compare", "--jobs", optarg, 1, 64, &v)) return 2; jobs = (int)v; break;
         case 'P': if (cli_parse_int("compare", "--ppl-tokens", optarg, 2, 1L << 30, &so.ppl_tokens)) return 2; break;
         case 'T': tok = optarg; break;
@@ -172,8 +257,9 @@ int cmd_compare(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || !methods || (!so.data_path && !table_only) || !out) {
-        cli_fail("compare", table_only ? "--methods and --out are required" : "--methods, --data and --out are required");
+    if (optind < argc || (!methods && !sweep) || (!so.data_path && !table_only) || !out) {
+        cli_fail("compare", table_only ? "--methods (or --sweep) and --out are required"
+                                       : "--methods (or --sweep), --data and --out are required");
         usage(stderr);
         return 2;
     }
@@ -182,16 +268,25 @@ int cmd_compare(int argc, char **argv) {
 
     method_run runs[16];
     memset(runs, 0, sizeof runs);
-    int nm = 0;
-    char *list = strdup(methods);
+    int nm = 0, first_sweep = -1;
+    char *list = strdup(methods ? methods : "");
     for (char *tokn = strtok(list, ","); tokn && nm < 16; tokn = strtok(NULL, ",")) {
         snprintf(runs[nm].name, sizeof runs[nm].name, "%s", tokn);
+        snprintf(runs[nm].method, sizeof runs[nm].method, "%s", tokn);
         runs[nm].opts = "{}";
         for (int i = 0; i < n_mopts; i++)
             if (!strcmp(mopts[i][0], tokn)) runs[nm].opts = mopts[i][1];
         nm++;
     }
     free(list);
+    if (sweep) {
+        first_sweep = nm;
+        if (add_sweep(sweep, (const char *(*)[2])mopts, n_mopts, runs, &nm)) {
+            for (int i = 0; i < n_mopts; i++) free((char *)mopts[i][0]);
+            for (int i = 0; i < nm; i++) free(runs[i].opts_owned);
+            return 2;
+        }
+    }
     int rc = 0;
     if (jobs > nm) jobs = nm;
     if (table_only) {
@@ -299,9 +394,11 @@ int cmd_compare(int argc, char **argv) {
         st = graft_svg_panels(svg_path, "Sequential editing: retention and forgetting per method", "edits applied", pn, 4, 2);
     if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
     else printf("wrote %s, %s, %s\n", md_path, js_path, svg_path);
+    if (rc == 0 && first_sweep >= 0) rc = write_sweep(out, sweep, runs + first_sweep, nm - first_sweep);
     for (int i = 0; i < nm; i++) {
         free(runs[i].x), free(runs[i].err), free(runs[i].trr), free(runs[i].known), free(runs[i].cfe);
         cJSON_Delete(runs[i].last), cJSON_Delete(runs[i].summary);
+        free(runs[i].opts_owned);
     }
     free(md_path), free(js_path), free(svg_path);
     return rc;

@@ -84,4 +84,19 @@ rc=$?
 [ $rc -ne 0 ] && grep -q "nosuch FAILED" "$tmp/err5" && grep -q "unknown editing method 'nosuch'" "$tmp/y/nosuch/log.txt" && ok ||
   bad "unknown method (rc $rc): $(cat "$tmp/err5") / $(cat "$tmp/y/nosuch/log.txt" 2>&1)"
 
+# --sweep: GRACE once per radius; the trade-off table and plot
+"$GRAFT" compare -m "$M" --sweep grace:eps_init=0.05,100 --opts 'grace={"layer": 2}' --data "$DATA/stories_edits.jsonl" \
+  --n 6 --eval-every 6 --out "$tmp/sw" >/dev/null 2>"$tmp/err5" && ok || bad "sweep: $(tail -3 "$tmp/err5")"
+[ "$(grep -c '^| [0-9]' "$tmp/sw/sweep.md" 2>/dev/null)" = 2 ] && grep -q '<svg' "$tmp/sw/sweep.svg" && ok || bad "sweep.md/svg"
+grep -Eq '"eps_init":[[:space:]]*100' "$tmp/sw/grace-eps_init-100/summary.json" &&
+  grep -Eq '"layer":[[:space:]]*2' "$tmp/sw/grace-eps_init-100/summary.json" && ok || bad "sweep run options"
+# a radius that covers everything hijacks the locality prompts; a tiny one keeps them
+t_small=$(grep '^| 0.05 ' "$tmp/sw/sweep.md" | cut -d'|' -f5 | tr -d ' ')
+t_big=$(grep '^| 100 ' "$tmp/sw/sweep.md" | cut -d'|' -f5 | tr -d ' ')
+awk -v a="$t_small" -v b="$t_big" 'BEGIN { exit !(a == 1 && b < 1) }' && ok || bad "sweep TRR: eps 0.05 -> $t_small, eps 100 -> $t_big"
+"$GRAFT" compare -m "$M" --sweep grace:eps_init --data "$DATA/stories_edits.jsonl" --out "$tmp/sw2" >/dev/null 2>"$tmp/err6"
+[ $? -eq 2 ] && grep -q "METHOD:KEY=V1" "$tmp/err6" && ok || bad "bad --sweep: $(cat "$tmp/err6")"
+"$GRAFT" compare -m "$M" --sweep grace:eps_init=1,x --data "$DATA/stories_edits.jsonl" --out "$tmp/sw3" >/dev/null 2>"$tmp/err7"
+[ $? -eq 2 ] && grep -q "not a list of numbers" "$tmp/err7" && ok || bad "--sweep non-number: $(cat "$tmp/err7")"
+
 cli_end cli_compare
