@@ -830,7 +830,8 @@ typedef struct {
     graft_sbuf train, held, cfreph, zsre, known, stream, unseen, text, readme;
     int n_held, n_cfreph, n_zsre, n_known, n_stream, n_unseen, n_text;
     int held_trained, held_dup, held_untaught, cfreph_trained, zsre_trained, zsre_untaught;
-    int stream_bad[4]; /* relation unresolved, a conflict, prompt or locality not trained, rephrase trained */
+    int stream_bad[5]; /* relation unresolved, a conflict, prompt or locality not trained, rephrase trained,
+                          new target no trained answer */
     int known_bad[3];  /* relation unresolved or conflict, prompt not trained, subject edited */
     int unseen_bad[3]; /* subject taught, prompt trained, repeated sentence */
     int zsre_empty_alt;
@@ -929,25 +930,31 @@ static void build_heldout(corpus *C, const options *o, const graft_dataset *E, c
 
 /* Why an edit record cannot go into the stream (an index into stream_bad),
  * or -1 when it can: the model must know its true fact as it is asked, know
- * its neighbour, and never have seen any of its rephrasings. */
-static int stream_problem(const corpus *C, const graft_edit_request *r, const recinfo *ri) {
+ * its neighbour, never have seen any of its rephrasings, and have produced
+ * its new target as some fact's answer (with a tied head, a target the model
+ * never had to produce is split into pieces it cannot be steered to: 4 of
+ * the first 50 edits of a pilot did not take at any GRACE radius). */
+static int stream_problem(const corpus *C, const graft_edit_request *r, const recinfo *ri, const strtab *answers) {
     if (ri->rel < 0) return 0;
     if (ri->conflict || ri->fact < 0 || ri->nfact < 0) return 1;
     if (!trained_as(C, r->prompt, r->ground_truth) || !trained_as(C, r->loc_prompts[0], r->loc_answers[0])) return 2;
     const fact *f = &C->f[ri->fact];
     for (int j = 0; j < r->n_rephrases + f->held.n; j++)
         if (st_find(&C->tp, j < r->n_rephrases ? r->rephrases[j] : f->held.v[j - r->n_rephrases]) >= 0) return 3;
+    if (st_find(answers, r->target) < 0) return 4;
     return -1;
 }
 
 /* 3. edit_stream.json and known_facts.jsonl. */
 static void build_stream_known(corpus *C, const options *o, const graft_dataset *E, const graft_dataset *T,
                                const recinfo *ei, const recinfo *ti, output *O) {
-    strtab edited = {0};
+    strtab edited = {0}, answers = {0};
+    for (int k = 0; k < C->tp.str.n; k++)
+        if (st_intern(&answers, C->ta[k]) < 0) C->oom = true;
     graft_sb_str(&O->stream, "[\n");
     for (int i = 0; i < o->n_edit; i++) {
         const graft_edit_request *r = &E->req[i];
-        int why = stream_problem(C, r, &ei[i]);
+        int why = stream_problem(C, r, &ei[i], &answers);
         if (why >= 0) {
             O->stream_bad[why]++;
             continue;
@@ -969,6 +976,7 @@ static void build_stream_known(corpus *C, const options *o, const graft_dataset 
         }
     }
     st_free(&edited);
+    st_free(&answers);
 }
 
 /* 4. unseen_facts.jsonl and heldout_text.txt: records after the stream whose
@@ -1175,8 +1183,9 @@ static void readme_recipe(graft_sbuf *R, const options *o, const corpus *C) {
                     "   phrasings. **heldout_zsre.jsonl**: the `rephrase` of every zsRE record of step 4.\n"
                     "6. **edit_stream.json**: counterfact-edit.json records [0, %ld) whose relation is settled, whose\n"
                     "   fact and neighbour were taught without a conflict, whose `prompt -> ground_truth` and\n"
-                    "   `locality_prompt -> locality_ground_truth` are in train.jsonl as they are, and none of whose\n"
-                    "   rephrasings is; in input order, one record per line. Keys as in the input (EasyEdit's flat\n"
+                    "   `locality_prompt -> locality_ground_truth` are in train.jsonl as they are, none of whose\n"
+                    "   rephrasings is, and whose `target_new` is the answer of some train.jsonl row (a model with a\n"
+                    "   tied head cannot be steered to pieces it never had to produce); in input order, one record per line. Keys as in the input (EasyEdit's flat\n"
                     "   format), except that `rephrase_prompt` is a list: CounterFact's own rephrasing first, then\n"
                     "   the fact's held-out template phrasings; and `relation` is added.\n"
                     "7. **known_facts.jsonl**: counterfact-train.json records [0, %ld) whose relation is settled,\n"
@@ -1215,7 +1224,8 @@ static void readme_counts(graft_sbuf *R, const options *o, const corpus *C, cons
                     "- zsRE rephrasings held out: %d (left out: %d trained or repeated, %d whose question is not\n"
                     "  trained); zsRE records with an empty `alt` (still used: only `answers[0]` matters): %d\n"
                     "- edit stream: %d records (left out: %d relation not settled, %d a fact conflict, %d prompt or\n"
-                    "  locality prompt not trained as it is, %d a rephrasing trained)\n"
+                    "  locality prompt not trained as it is, %d a rephrasing trained, %d a new target that is no\n"
+                    "  trained answer)\n"
                     "- known facts: %d (left out: %d relation not settled or a conflict, %d prompt not trained, %d\n"
                     "  subject edited)\n"
                     "- unseen facts and held-out sentences: %d (left out: %d subject taught, %d prompt trained, %d\n"
@@ -1224,7 +1234,7 @@ static void readme_counts(graft_sbuf *R, const options *o, const corpus *C, cons
                     n_skip, C->prompt_conf.n, C->fact_conf.n, O->n_held, O->held_trained, O->held_dup,
                     O->held_untaught, O->n_cfreph, O->cfreph_trained, O->n_zsre, O->zsre_trained, O->zsre_untaught,
                     O->zsre_empty_alt, O->n_stream, O->stream_bad[0], O->stream_bad[1], O->stream_bad[2],
-                    O->stream_bad[3], O->n_known, O->known_bad[0], O->known_bad[1], O->known_bad[2], O->n_unseen,
+                    O->stream_bad[3], O->stream_bad[4], O->n_known, O->known_bad[0], O->known_bad[1], O->known_bad[2], O->n_unseen,
                     O->unseen_bad[0], O->unseen_bad[1], O->unseen_bad[2]);
 }
 

@@ -3,7 +3,7 @@
 # Run by `make` before the first configure; safe to run again.
 set -eu
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libutf8proc-dev
-      libsqlite3-dev libmicrohttpd-dev sqlite3)
+      libsqlite3-dev libmicrohttpd-dev sqlite3 jq)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -134,7 +134,10 @@ if command -v jq >/dev/null 2>&1; then
   n=$(jq -r '.[].subject' "$D/edit_stream.json" | sort -u | comm -12 - <(jq -r '.subject' "$D/known_facts.jsonl" |
       sort -u) | wc -l)
   [ "$n" -eq 0 ] && ok || bad "$n known facts have an edited subject"
-  [ "$(jq length "$D/edit_stream.json")" -ge 950 ] && ok || bad "the edit stream lost too many records"
+  [ "$(jq length "$D/edit_stream.json")" -ge 900 ] && ok || bad "the edit stream lost too many records"
+  # every new target is a trained answer (the model has produced it before)
+  n=$(jq -r '.[].target_new' "$D/edit_stream.json" | sort -u | comm -23 - <(jq -r '.answer' "$D/train.jsonl" | sort -u) | wc -l)
+  [ "$n" -eq 0 ] && ok || bad "$n edit targets are no trained answer"
 else
   echo "note: jq not found; the corpus invariants were not checked" >&2
 fi
