@@ -593,17 +593,6 @@ static graft_status train_value(grace *g, graft_run *r, const graft_edit_tok *re
         }
         if (st == GRAFT_OK && margin > 0) st = generates_target(g, r, req, key, &info->reproduced);
     }
-    if (getenv("GRACE_DEBUG")) {
-        int V = r->m->cfg.vocab_size;
-        fprintf(stderr, "edit: steps %d loss %.3f margin %.3f:", steps, loss, margin);
-        for (int i = 0; i < req->n_target; i++) {
-            const float *row = r->logits + (size_t)i * V;
-            int b = 0;
-            for (int v = 1; v < V; v++) if (row[v] > row[b]) b = v;
-            fprintf(stderr, " [%d want %d got %d]", i, req->target[i], b);
-        }
-        fprintf(stderr, "\n");
-    }
     info->iterations = steps;
     info->loss_last = loss;
     g->train_row = -1;
