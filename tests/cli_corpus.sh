@@ -11,19 +11,6 @@ FILES="train.jsonl heldout_templates.jsonl known_facts.jsonl edit_stream.json he
 . "$(dirname "$0")/lib.sh"
 cli_begin corpus
 
-# expect_rc WANT DESCRIPTION -- command...
-expect_rc() {
-  local want=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "$what: exit $rc, want $want; stderr: $(head -c 300 "$tmp/err")"; fi
-}
-# expect_err SUBSTRING DESCRIPTION -- command...  (exit 1, message on stderr)
-expect_err() {
-  local sub=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq 1 ] && grep -qF -- "$sub" "$tmp/err"; then ok
-  else bad "$what: exit $rc, stderr '$(head -c 300 "$tmp/err")' lacks '$sub'"; fi
-}
 
 # usage: --help is 0, usage errors are 2 and write nothing
 expect_rc 0 "corpus --help" -- "$GRAFT" corpus --help

@@ -16,19 +16,6 @@ FILES="train.jsonl heldout_phrasings.jsonl heldout_cf_rephrases.jsonl heldout_zs
 . "$(dirname "$0")/lib.sh"
 cli_begin corpus_para
 
-# expect_rc WANT DESCRIPTION -- command...
-expect_rc() {
-  local want=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "$what: exit $rc, want $want; stderr: $(head -c 300 "$tmp/err")"; fi
-}
-# expect_err SUBSTRING DESCRIPTION -- command...  (exit 1, message on stderr)
-expect_err() {
-  local sub=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq 1 ] && grep -qF -- "$sub" "$tmp/err"; then ok
-  else bad "$what: exit $rc, stderr '$(head -c 300 "$tmp/err")' lacks '$sub'"; fi
-}
 para() { "$GRAFT" corpus --paraphrase "$@"; }
 
 # usage: --help is 0, usage errors are 2 and write nothing

@@ -12,19 +12,6 @@ TEST_DATA=${GRAFT_TEST_DATA:-$SRC/tests/data}
 . "$(dirname "$0")/lib.sh"
 cli_begin tokenizer
 
-# expect_rc WANT DESCRIPTION -- command...
-expect_rc() {
-  local want=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq "$want" ]; then ok; else bad "$what: exit $rc, want $want; stderr: $(head -c 300 "$tmp/err")"; fi
-}
-# expect_err SUBSTRING DESCRIPTION -- command...  (exit 1, message on stderr)
-expect_err() {
-  local sub=$1 what=$2; shift 3
-  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  if [ "$rc" -eq 1 ] && grep -qF -- "$sub" "$tmp/err"; then ok
-  else bad "$what: exit $rc, stderr '$(head -c 300 "$tmp/err")' lacks '$sub'"; fi
-}
 
 # a small file of facts, and one of plain text
 cat >"$tmp/facts.jsonl" <<'EOF'

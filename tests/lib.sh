@@ -15,3 +15,17 @@ cli_end() {
   echo "$1: $pass passed, $fail failed"
   [ $fail -eq 0 ]
 }
+
+# expect_rc WANT DESCRIPTION -- command...
+expect_rc() {
+  local want=$1 what=$2; shift 3
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  if [ "$rc" -eq "$want" ]; then ok; else bad "$what: exit $rc, want $want; stderr: $(head -c 300 "$tmp/err")"; fi
+}
+# expect_err SUBSTRING DESCRIPTION -- command...  (exit 1, message on stderr)
+expect_err() {
+  local sub=$1 what=$2; shift 3
+  "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  if [ "$rc" -eq 1 ] && grep -qF -- "$sub" "$tmp/err"; then ok
+  else bad "$what: exit $rc, stderr '$(head -c 300 "$tmp/err")' lacks '$sub'"; fi
+}
