@@ -11,12 +11,12 @@
 static void usage(FILE *out) {
     fputs("usage: graft edit [-m MODEL] --data FILE --out RUN_DIR [options]\n"
           "Applies the edit requests of FILE in order and measures the model as it goes.\n"
-          "  --method NAME        editing method: grace (default), ft, ftl, ewc, rome, memit, emmet\n"
+          "  --method NAME        editing method: grace (default), melo, ft, ftl, ewc, rome, memit, emmet\n"
           "  --format F           zsre | counterfact | hallucination | temporal | jsonl (default: detect)\n"
           "  --n N                edit only the first N requests (default: all)\n"
           "  --eval-every K       evaluate after every K edits (default 100)\n"
           "  --eval-at WHEN       every (every K edits, default) | each (after every edit) | end\n"
-          "  --batch B            edits per step (GRACE: 1)\n"
+          "  --batch B            edits per step (GRACE: 1; MELO: edits per LoRA block)\n"
           "  --seed S             seed (GRACE cold init; default 42)\n"
           "  --resume             continue the run in RUN_DIR from its journal\n"
           "  --upstream FILE      TRR set: JSONL {prompt, answer} (default: the stream's locality prompts)\n"
@@ -48,6 +48,15 @@ static void usage(FILE *out) {
           "  --label-mean         compare labels by the mean of their ids (the official code's rule)\n"
           "  --key prompt_last|target_first   the key token (default prompt_last; target_first is the\n"
           "                       official hallucination setup, teacher-forced metrics only)\n"
+          "MELO (--method melo; docs/MELO.md). --layer, --lr, --train, --n-iter, --max-iter, --margin\n"
+          "and --seed apply as for GRACE (MELO defaults: lr 1e-3, n-iter 50, max-iter 200):\n"
+          "  --radius R           init_radius of a new router cluster (default 0.1 sqrt(d_ff))\n"
+          "  --rank K             LoRA rank per block (2)\n"
+          "  --blocks N           LoRA blocks, one per batch (1024); the stream is checked against it\n"
+          "  --grow-blocks        let the number of blocks grow past --blocks\n"
+          "  --lora-layers L[,L]  LoRA blocks (default: the two above the router layer)\n"
+          "  --step-size N        StepLR: the rate halves every N steps (20)\n"
+          "  --label-sum          compare labels by the sum of their ids (the official code's rule)\n"
           /* --- FT baselines (src/edit/ft.c) --- */
           "FT baselines (--method ft | ftl | ewc; docs/FT_BASELINES.md):\n"
           "  --ft-layers L[,L..]  trained layers (GPT-2: 0; Llama: 2/3 of the depth); --layer L also works\n"
@@ -131,6 +140,7 @@ int cmd_edit(int argc, char **argv) {
     enum { O_METHOD = 256, O_DATA, O_FORMAT, O_N, O_EVERY, O_AT, O_BATCH, O_SEED, O_OUT, O_RESUME, O_UP, O_UPN,
            O_PPL, O_PPLN, O_ERRS, O_TOK, O_NOPROG, O_LAYER, O_EPS, O_LR, O_NITER, O_NOES, O_INIT, O_REPLACE, O_EXPAND,
            O_LMEAN, O_KEY, O_TRAIN, O_MAXIT, O_MARGIN, O_REQ, O_PAPER,
+           O_M_RADIUS, O_M_RANK, O_M_BLOCKS, O_M_GROW, O_M_LORA, O_M_STEP, O_M_LSUM,
            /* --- FT baselines --- */
            O_FT_LAYERS, O_FT_MODULES, O_FT_PARAMS, O_FT_LR, O_FT_STEPS, O_FT_STOP, O_FT_ES, O_FT_LOSS, O_FT_LINF,
            O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW,
@@ -154,6 +164,10 @@ int cmd_edit(int argc, char **argv) {
         {"train", required_argument, 0, O_TRAIN}, {"max-iter", required_argument, 0, O_MAXIT},
         {"margin", required_argument, 0, O_MARGIN}, {"require-success", no_argument, 0, O_REQ},
         {"paper", no_argument, 0, O_PAPER},
+        {"radius", required_argument, 0, O_M_RADIUS}, {"rank", required_argument, 0, O_M_RANK},
+        {"blocks", required_argument, 0, O_M_BLOCKS}, {"grow-blocks", no_argument, 0, O_M_GROW},
+        {"lora-layers", required_argument, 0, O_M_LORA}, {"step-size", required_argument, 0, O_M_STEP},
+        {"label-sum", no_argument, 0, O_M_LSUM},
         /* --- FT baselines --- */
         {"ft-layers", required_argument, 0, O_FT_LAYERS}, {"ft-modules", required_argument, 0, O_FT_MODULES},
         {"ft-params", required_argument, 0, O_FT_PARAMS}, {"ft-lr", required_argument, 0, O_FT_LR},
@@ -223,6 +237,13 @@ int cmd_edit(int argc, char **argv) {
             cJSON_AddStringToObject(eo, "train", "fixed"), cJSON_AddStringToObject(eo, "init", "cold");
             cJSON_AddStringToObject(eo, "replace", "prompt"), cJSON_AddBoolToObject(eo, "early_stop", 0);
             break;
+        case O_M_RADIUS: if (cli_parse_float("edit", "--radius", optarg, 1e-9, 1e9, &d)) goto out; cJSON_AddNumberToObject(eo, "init_radius", d); break;
+        case O_M_RANK: if (cli_parse_int("edit", "--rank", optarg, 1, 64, &v)) goto out; cJSON_AddNumberToObject(eo, "rank", (double)v); break;
+        case O_M_BLOCKS: if (cli_parse_int("edit", "--blocks", optarg, 1, 1 << 24, &v)) goto out; cJSON_AddNumberToObject(eo, "blocks", (double)v); break;
+        case O_M_GROW: cJSON_AddBoolToObject(eo, "grow", 1); break;
+        case O_M_LORA: if (ft_list(eo, "lora_layers", optarg, 1)) goto out; break;
+        case O_M_STEP: if (cli_parse_int("edit", "--step-size", optarg, 0, 1 << 20, &v)) goto out; cJSON_AddNumberToObject(eo, "step_size", (double)v); break;
+        case O_M_LSUM: cJSON_AddBoolToObject(eo, "label_sum_compat", 1); break;
         /* --- FT baselines --- */
         case O_FT_LAYERS: if (ft_list(eo, "layers", optarg, 1)) goto out; break;
         case O_FT_MODULES: if (ft_list(eo, "modules", optarg, 0)) goto out; break;

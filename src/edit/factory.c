@@ -8,6 +8,7 @@
 /* --- weight editors (locate.c, rome.c, memit.c) --- */
 #include "locate.h"
 /* --- end weight editors --- */
+#include "melo.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -86,6 +87,10 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         graft_grace_opts o;
         st = grace_from_json(j, &o, "editor options");
         if (st == GRAFT_OK) st = graft_grace_create(m, &o, out);
+    } else if (!strcmp(method, "melo")) {
+        graft_melo_opts o;
+        st = graft_melo_opts_from_json(j, &o, "editor options");
+        if (st == GRAFT_OK) st = graft_melo_create(m, &o, out);
     /* --- FT baselines (ft.c): "ft", "ftl", "ewc" --- */
     } else if (graft_ft_variant_parse(method) >= 0) {
         graft_ft_opts o;
@@ -100,7 +105,7 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         if (st == GRAFT_OK) st = graft_wedit_create(m, wm, &o, out);
     /* --- end weight editors --- */
     } else
-        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace, ft, ftl, ewc, rome, memit, emmet)", method);
+        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace, melo, ft, ftl, ewc, rome, memit, emmet)", method);
     cJSON_Delete(j);
     return st;
 }
@@ -126,6 +131,10 @@ graft_status graft_editor_opts_json(graft_editor *e, char **json) {
         cJSON_AddBoolToObject(j, "label_mean_compat", o.label_mean_compat);
         cJSON_AddStringToObject(j, "key", o.key_target_first ? "target_first" : "prompt_last");
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
+    }
+    if (graft_melo_is(e) && graft_melo_opts_to_json(e, j) != GRAFT_OK) {
+        cJSON_Delete(j);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
     }
     /* --- FT baselines (ft.c) --- */
     if (graft_ft_is(e) && graft_ft_opts_to_json(e, j) != GRAFT_OK) {

@@ -5,6 +5,7 @@
 #include "data/dataset.h"
 #include "eval.h"
 #include "journal.h"
+#include "melo.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -547,6 +548,10 @@ static graft_status evaluate(runner *R, long done) {
         graft_grace_stats gs;
         graft_grace_get_stats(R->e, &gs);
         p.keys = done > 0 ? gs.n_keys : 0;
+    } else if (graft_melo_is(R->e)) { /* MELO: the router's clusters */
+        graft_melo_stats ms;
+        graft_melo_get_stats(R->e, &ms);
+        p.keys = ms.n_clusters;
     }
     p.elapsed = R->elapsed_before + graft_now_s() - R->t_start;
     /* collapse: held knowledge below half its starting value, or upstream
@@ -741,7 +746,7 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     graft_status st = prepare(&R);
     if (st == GRAFT_OK) st = graft_editor_create(m, o->method, o->editor_opts, &R.e);
     if (st == GRAFT_OK && o->batch > 1 && !R.e->ops->apply_batch)
-        st = graft_fail(GRAFT_ERR_INVALID, "%s applies one request at a time (--batch 1); batches are for memit and emmet",
+        st = graft_fail(GRAFT_ERR_INVALID, "%s applies one request at a time (--batch 1); batches are for melo, memit and emmet",
                         o->method);
     if (st == GRAFT_OK) st = graft_journal_open(o->out_dir, 1, &R.j);
     if (st == GRAFT_OK) {
@@ -771,6 +776,18 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     free(opts);
 
     long done = last_seq + 1;
+    /* MELO trains one block per batch: say up front when the stream needs more
+     * blocks than the editor has, instead of failing at the edit that runs out */
+    if (st == GRAFT_OK && graft_melo_is(R.e)) {
+        int used, total, grow;
+        graft_melo_capacity(R.e, &used, &total, &grow);
+        long need = (R.n - done + o->batch - 1) / o->batch;
+        if (!grow && used + need > total)
+            st = graft_fail(GRAFT_ERR_RANGE,
+                            "MELO: the stream needs %ld more blocks (%ld edits in batches of %d) but only %d of %d are "
+                            "free; raise --blocks or pass --grow-blocks",
+                            need, R.n - done, o->batch, total - used, total);
+    }
     if (st == GRAFT_OK && done == 0 && graft_path_exists(R.results_path)) unlink(R.results_path);
     if (st == GRAFT_OK) st = reload_points(&R, done);
     if (st == GRAFT_OK && R.n_pts == 0) {
