@@ -36,9 +36,13 @@ static void usage(FILE *out) {
           "  --sweep M:KEY=V1,V2,...  also run method M once per value of its numeric option KEY (e.g.\n"
           "                       grace:eps_init=0.25,0.5,1,2), in DIR/M-KEY-V; --methods may then be\n"
           "                       left out. Writes DIR/sweep.md and DIR/sweep.svg: edit success, ERR, TRR\n"
-          "                       and generalisation at the end of the stream against the value\n",
+          "                       and generalisation at the end of the stream against the value, and\n"
+          "                       DIR/tradeoff.svg: generalisation against TRR, a curve per sweep. Up to\n"
+          "                       4 sweeps (e.g. grace:eps_init=... and melo:init_radius=...), 24 runs\n",
           out);
 }
+
+#define MAX_RUNS 24 /* methods and sweep runs of one comparison */
 
 typedef struct {
     char name[128];    /* the run folder and the table's row */
@@ -152,7 +156,7 @@ static int add_sweep(const char *spec, const char *const (*mopts)[2], int n_mopt
         double v = strtod(p, &end);
         if (end == p || errno || !isfinite(v) || (*end && *end != ','))
             return cli_fail("compare", "--sweep: '%s' is not a list of numbers", eq + 1), 1;
-        if (*nm == 16) return cli_fail("compare", "--sweep: at most 16 runs in all"), 1;
+        if (*nm == MAX_RUNS) return cli_fail("compare", "--sweep: at most %d runs in all", MAX_RUNS), 1;
         cJSON *o = cJSON_Parse(base);
         if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
@@ -173,41 +177,61 @@ static int add_sweep(const char *spec, const char *const (*mopts)[2], int n_mopt
     return 0;
 }
 
-/* DIR/sweep.md and DIR/sweep.svg: the end of each sweep run against the
- * swept value (runs in the order given; the plot sorts nothing). */
-static int write_sweep(const char *out, const char *spec, const method_run *runs, int n) {
+/* DIR/sweep.md and DIR/sweep.svg: for each sweep, the end of each of its runs
+ * against the swept value (runs in the order given; the plot sorts nothing);
+ * DIR/tradeoff.svg: generalisation against locality, one curve per sweep,
+ * the curve every memory-based editor trades on (the radius moves a run
+ * along it). */
+#define MAX_SWEEPS 4
+static int write_sweep(const char *out, const char *const *specs, const int *from, const int *to, int n_sweeps,
+                       const method_run *runs) {
     char *md_path = graft_path_join(out, "sweep.md"), *svg_path = graft_path_join(out, "sweep.svg");
+    char *tr_path = graft_path_join(out, "tradeoff.svg");
     FILE *md = md_path ? fopen(md_path, "w") : NULL;
-    if (!md) {
-        free(md_path), free(svg_path);
-        return cli_fail("compare", "%s: cannot write", md_path ? md_path : out), 1;
+    if (!md || !svg_path || !tr_path) {
+        if (md) fclose(md);
+        free(md_path), free(svg_path), free(tr_path);
+        return cli_fail("compare", "%s: cannot write", out), 1;
     }
-    double x[16], ys[4][16];
-    const char *k0 = strchr(spec, ':') + 1;
-    char key[64];
-    snprintf(key, sizeof key, "%.*s", (int)(strchr(k0, '=') - k0), k0);
-    fprintf(md, "| %s | ES (gen) | ERR (gen) | TRR (gen) | generalisation (gen) | generalisation (tf) | keys |\n", key);
-    fprintf(md, "|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (int i = 0; i < n; i++) {
-        const cJSON *L = runs[i].last;
-        x[i] = runs[i].value;
-        ys[0][i] = num(L, "es_gen"), ys[1][i] = num(L, "err_gen"), ys[2][i] = num(L, "trr_gen"), ys[3][i] = num(L, "gen_gen");
-        char b[6][32];
-        double vals[6] = {ys[0][i], ys[1][i], ys[2][i], ys[3][i], num(L, "gen_tf"), num(L, "keys")};
-        for (int k = 0; k < 6; k++) fmt(b[k], sizeof b[k], vals[k], k == 5 ? "%.0f" : "%.3f");
-        fprintf(md, "| %g | %s | %s | %s | %s | %s | %s |\n", x[i], b[0], b[1], b[2], b[3], b[4], b[5]);
+    static double x[MAX_SWEEPS][MAX_RUNS], ys[MAX_SWEEPS][4][MAX_RUNS];
+    graft_series s[MAX_SWEEPS][4], tr[MAX_SWEEPS];
+    graft_panel pn[MAX_SWEEPS];
+    char keys[MAX_SWEEPS][64], titles[MAX_SWEEPS][96];
+    const char *names[4] = {"edit success", "retention (ERR)", "locality (TRR)", "generalisation"};
+    for (int w = 0; w < n_sweeps; w++) {
+        const char *k0 = strchr(specs[w], ':') + 1;
+        snprintf(keys[w], sizeof keys[w], "%.*s", (int)(strchr(k0, '=') - k0), k0);
+        if (n_sweeps > 1) fprintf(md, "%s### %s\n\n", w ? "\n" : "", specs[w]);
+        fprintf(md, "| %s | ES (gen) | ERR (gen) | TRR (gen) | generalisation (gen) | generalisation (tf) | keys |\n", keys[w]);
+        fprintf(md, "|---:|---:|---:|---:|---:|---:|---:|\n");
+        int n = to[w] - from[w];
+        for (int j = 0; j < n; j++) {
+            const method_run *r = &runs[from[w] + j];
+            const cJSON *L = r->last;
+            x[w][j] = r->value;
+            ys[w][0][j] = num(L, "es_gen"), ys[w][1][j] = num(L, "err_gen"), ys[w][2][j] = num(L, "trr_gen");
+            ys[w][3][j] = num(L, "gen_gen");
+            char b[6][32];
+            double vals[6] = {ys[w][0][j], ys[w][1][j], ys[w][2][j], ys[w][3][j], num(L, "gen_tf"), num(L, "keys")};
+            for (int k = 0; k < 6; k++) fmt(b[k], sizeof b[k], vals[k], k == 5 ? "%.0f" : "%.3f");
+            fprintf(md, "| %g | %s | %s | %s | %s | %s | %s |\n", x[w][j], b[0], b[1], b[2], b[3], b[4], b[5]);
+        }
+        for (int k = 0; k < 4; k++) s[w][k] = (graft_series){names[k], x[w], ys[w][k], n, 0, k + 1};
+        snprintf(titles[w], sizeof titles[w], "%s: the end of the stream against %s", runs[from[w]].method, keys[w]);
+        pn[w] = (graft_panel){titles[w], "fraction (exact-match generation)", s[w], 4, 0.0, 1.0};
+        tr[w] = (graft_series){runs[from[w]].method, ys[w][2], ys[w][3], n, 0, w + 1};
     }
     fclose(md);
-    const char *names[4] = {"edit success", "retention (ERR)", "locality (TRR)", "generalisation"};
-    graft_series s[4];
-    for (int k = 0; k < 4; k++) s[k] = (graft_series){names[k], x, ys[k], n, 0, k + 1};
     char title[160];
-    snprintf(title, sizeof title, "Sweep of %s: the end of the stream against the value", spec);
-    graft_panel pn = {"exact-match generation after the last edit", "fraction", s, 4, 0.0, 1.0};
-    graft_status st = graft_svg_panels(svg_path, title, key, &pn, 1, 1);
+    snprintf(title, sizeof title, n_sweeps == 1 ? "Sweep of %s" : "Sweeps of %s and more", specs[0]);
+    graft_status st = graft_svg_panels(svg_path, title, n_sweeps == 1 ? keys[0] : "swept value", pn, n_sweeps,
+                                       n_sweeps < 2 ? 1 : 2);
+    if (st == GRAFT_OK)
+        st = graft_svg_line_plot(tr_path, "Generalisation against locality as the radius varies (one point per run)",
+                                 "locality: TRR (gen)", "generalisation: rephrases answered (gen)", tr, n_sweeps, 0.0, 1.0);
     int rc = st != GRAFT_OK ? cli_fail_status("compare", st) : 0;
-    if (!rc) printf("wrote %s, %s\n", md_path, svg_path);
-    free(md_path), free(svg_path);
+    if (!rc) printf("wrote %s, %s, %s\n", md_path, svg_path, tr_path);
+    free(md_path), free(svg_path), free(tr_path);
     return rc;
 }
 
@@ -221,7 +245,8 @@ int cmd_compare(int argc, char **argv) {
         {"jobs", required_argument, 0, 'j'},     {"ppl-tokens", required_argument, 0, 'P'},
         {"table-only", no_argument, 0, 't'},      {"sweep", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
-    const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL, *sweep = NULL;
+    const char *model = NULL, *methods = NULL, *out = NULL, *tok = NULL, *sweeps[MAX_SWEEPS];
+    int n_sweeps = 0, sw_from[MAX_SWEEPS], sw_to[MAX_SWEEPS];
     const char *mopts[16][2];
     int n_mopts = 0, c, jobs = 1, table_only = 0;
     graft_stream_opts so;
@@ -249,7 +274,10 @@ int cmd_compare(int argc, char **argv) {
         }
         case 'r': so.resume = 1; break;
         case 't': table_only = 1; break;
-        case 'S': sweep = optarg; break;
+        case 'S':
+            if (n_sweeps == MAX_SWEEPS) return cli_fail("compare", "at most %d --sweep options", MAX_SWEEPS), 2;
+            sweeps[n_sweeps++] = optarg;
+            break;
         case 'j': if (cli_parse_int("compare", "--jobs", optarg, 1, 64, &v)) return 2; jobs = (int)v; break;
         case 'P': if (cli_parse_int("compare", "--ppl-tokens", optarg, 2, 1L << 30, &so.ppl_tokens)) return 2; break;
         case 'T': tok = optarg; break;
@@ -257,7 +285,7 @@ int cmd_compare(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || (!methods && !sweep) || (!so.data_path && !table_only) || !out) {
+    if (optind < argc || (!methods && !n_sweeps) || (!so.data_path && !table_only) || !out) {
         cli_fail("compare", table_only ? "--methods (or --sweep) and --out are required"
                                        : "--methods (or --sweep), --data and --out are required");
         usage(stderr);
@@ -266,11 +294,11 @@ int cmd_compare(int argc, char **argv) {
     graft_status mst = graft_mkdir_p(out);
     if (mst != GRAFT_OK) return cli_fail_status("compare", mst);
 
-    method_run runs[16];
+    method_run runs[MAX_RUNS];
     memset(runs, 0, sizeof runs);
-    int nm = 0, first_sweep = -1;
+    int nm = 0;
     char *list = strdup(methods ? methods : "");
-    for (char *tokn = strtok(list, ","); tokn && nm < 16; tokn = strtok(NULL, ",")) {
+    for (char *tokn = strtok(list, ","); tokn && nm < MAX_RUNS; tokn = strtok(NULL, ",")) {
         snprintf(runs[nm].name, sizeof runs[nm].name, "%s", tokn);
         snprintf(runs[nm].method, sizeof runs[nm].method, "%s", tokn);
         runs[nm].opts = "{}";
@@ -279,9 +307,11 @@ int cmd_compare(int argc, char **argv) {
         nm++;
     }
     free(list);
-    if (sweep) {
-        first_sweep = nm;
-        if (add_sweep(sweep, (const char *(*)[2])mopts, n_mopts, runs, &nm)) {
+    for (int w = 0; w < n_sweeps; w++) {
+        sw_from[w] = nm;
+        int bad = add_sweep(sweeps[w], (const char *(*)[2])mopts, n_mopts, runs, &nm);
+        sw_to[w] = nm;
+        if (bad) {
             for (int i = 0; i < n_mopts; i++) free((char *)mopts[i][0]);
             for (int i = 0; i < nm; i++) free(runs[i].opts_owned);
             return 2;
@@ -301,8 +331,8 @@ int cmd_compare(int argc, char **argv) {
          * from two threads on one method's small matrices). */
         int share = graft_get_threads() / jobs;
         if (share < 1) share = 1;
-        pid_t pids[16];
-        double started[16];
+        pid_t pids[MAX_RUNS];
+        double started[MAX_RUNS];
         int next = 0, running = 0, failed = 0;
         for (int i = 0; i < nm; i++) pids[i] = 0;
         while (next < nm || running > 0) {
@@ -350,7 +380,7 @@ int cmd_compare(int argc, char **argv) {
     fprintf(md, "| method | edits | ES (gen) | ERR (gen) | ERR (tf) | TRR (gen) | held knowledge (gen) | generalisation (gen) | "
                 "CF efficacy | CF paraphrase | CF neighbourhood | PPL | ‖W − W0‖ | gen. entropy | s/edit | collapse at |\n");
     fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    graft_series s[4][16];
+    graft_series s[4][MAX_RUNS];
     memset(s, 0, sizeof s);
     for (int i = 0; i < nm; i++) {
         char *dir = graft_path_join(out, runs[i].name);
@@ -394,7 +424,7 @@ int cmd_compare(int argc, char **argv) {
         st = graft_svg_panels(svg_path, "Sequential editing: retention and forgetting per method", "edits applied", pn, 4, 2);
     if (st != GRAFT_OK) rc = cli_fail_status("compare", st);
     else printf("wrote %s, %s, %s\n", md_path, js_path, svg_path);
-    if (rc == 0 && first_sweep >= 0) rc = write_sweep(out, sweep, runs + first_sweep, nm - first_sweep);
+    if (rc == 0 && n_sweeps) rc = write_sweep(out, sweeps, sw_from, sw_to, n_sweeps, runs);
     for (int i = 0; i < nm; i++) {
         free(runs[i].x), free(runs[i].err), free(runs[i].trr), free(runs[i].known), free(runs[i].cfe);
         cJSON_Delete(runs[i].last), cJSON_Delete(runs[i].summary);

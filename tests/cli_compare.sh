@@ -94,6 +94,14 @@ grep -Eq '"eps_init":[[:space:]]*100' "$tmp/sw/grace-eps_init-100/summary.json" 
 t_small=$(grep '^| 0.05 ' "$tmp/sw/sweep.md" | cut -d'|' -f5 | tr -d ' ')
 t_big=$(grep '^| 100 ' "$tmp/sw/sweep.md" | cut -d'|' -f5 | tr -d ' ')
 awk -v a="$t_small" -v b="$t_big" 'BEGIN { exit !(a == 1 && b < 1) }' && ok || bad "sweep TRR: eps 0.05 -> $t_small, eps 100 -> $t_big"
+# two sweeps (GRACE's eps, MELO's init_radius): one table section and panel each,
+# and the generalisation-against-locality plot with a curve per method
+"$GRAFT" compare -m "$M" --sweep grace:eps_init=0.05,100 --sweep melo:init_radius=0.05,100 --opts 'grace={"layer": 2}' \
+  --data "$DATA/stories_edits.jsonl" --n 4 --eval-every 4 --out "$tmp/sw4" >/dev/null 2>"$tmp/err8" && ok || bad "two sweeps: $(tail -3 "$tmp/err8")"
+[ "$(grep -c '^### ' "$tmp/sw4/sweep.md" 2>/dev/null)" = 2 ] && [ "$(grep -c '^| [0-9]' "$tmp/sw4/sweep.md")" = 4 ] && ok || bad "two sweeps: sweep.md"
+grep -q '<svg' "$tmp/sw4/tradeoff.svg" && grep -q '>melo<' "$tmp/sw4/tradeoff.svg" && grep -q '>grace<' "$tmp/sw4/tradeoff.svg" && ok || bad "tradeoff.svg lacks a curve per method"
+m_small=$(grep '^| 0.05 ' "$tmp/sw4/sweep.md" | sed -n 2p | cut -d'|' -f5 | tr -d ' ')
+awk -v a="$m_small" 'BEGIN { exit !(a == 1) }' && ok || bad "MELO radius 0.05: TRR $m_small"
 "$GRAFT" compare -m "$M" --sweep grace:eps_init --data "$DATA/stories_edits.jsonl" --out "$tmp/sw2" >/dev/null 2>"$tmp/err6"
 [ $? -eq 2 ] && grep -q "METHOD:KEY=V1" "$tmp/err6" && ok || bad "bad --sweep: $(cat "$tmp/err6")"
 "$GRAFT" compare -m "$M" --sweep grace:eps_init=1,x --data "$DATA/stories_edits.jsonl" --out "$tmp/sw3" >/dev/null 2>"$tmp/err7"
