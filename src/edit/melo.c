@@ -913,6 +913,27 @@ graft_status graft_melo_create(graft_model *m, const graft_melo_opts *o, graft_e
     return GRAFT_OK;
 }
 
+graft_status graft_melo_add_random(graft_editor *e, int n, float scale, uint64_t seed) {
+    melo *g = (melo *)e;
+    float *q = malloc((size_t)g->qd * sizeof(float));
+    graft_status st = q ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "MELO: out of memory");
+    for (int b = 0; st == GRAFT_OK && b < n; b++) {
+        for (int i = 0; i < g->qd; i++) { /* Box-Muller */
+            double u1 = uniform01(&seed), u2 = uniform01(&seed);
+            q[i] = scale * (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
+        }
+        int label = b, m = g->n_blocks;
+        st = add_cluster(g, q, g->o.init_radius, &label, 1, m);
+        if (st == GRAFT_OK) st = add_block(g, NULL);
+        for (int i = 0; st == GRAFT_OK && i < g->o.n_lora; i++) {
+            float *B = blk_B(g, m, i);
+            for (size_t j = 0; j < (size_t)g->k * g->out; j++) B[j] = (float)(uniform01(&seed) - 0.5) * 1e-3f;
+        }
+    }
+    free(q);
+    return st;
+}
+
 void graft_melo_get_stats(graft_editor *e, graft_melo_stats *s) {
     melo *g = (melo *)e;
     memset(s, 0, sizeof *s);

@@ -75,6 +75,9 @@ typedef struct graft_melo_stats {
 } graft_melo_stats;
 void graft_melo_get_stats(graft_editor *e, graft_melo_stats *st);
 
+/* Benchmarks: n blocks with small random B, each behind a cluster of one
+ * N(0, scale) point of radius init_radius. */
+graft_status graft_melo_add_random(graft_editor *e, int n, float scale, uint64_t seed);
 /* The router, for tests and tools: the block a query routes to (-1: none). */
 int graft_melo_route(graft_editor *e, const float *query);
 /* The router update of one batch (what apply and replay do): n queries of
