@@ -11,7 +11,7 @@
 static void usage(FILE *out) {
     fputs("usage: graft edit [-m MODEL] --data FILE --out RUN_DIR [options]\n"
           "Applies the edit requests of FILE in order and measures the model as it goes.\n"
-          "  --method NAME        editing method: grace (default), melo, ft, ftl, ewc, rome, memit, emmet\n"
+          "  --method NAME        editing method: grace (default), melo, mend, ft, ftl, ewc, rome, memit, emmet\n"
           "  --format F           zsre | counterfact | hallucination | temporal | jsonl (default: detect)\n"
           "  --n N                edit only the first N requests (default: all)\n"
           "  --eval-every K       evaluate after every K edits (default 100)\n"
@@ -57,6 +57,8 @@ static void usage(FILE *out) {
           "  --lora-layers L[,L]  LoRA blocks (default: the two above the router layer)\n"
           "  --step-size N        StepLR: the rate halves every N steps (20)\n"
           "  --label-sum          compare labels by the sum of their ids (the official code's rule)\n"
+          "MEND (--method mend; docs/MEND.md):\n"
+          "  --mend DIR           the trained editor (`graft mend-train`; default MODEL/mend when present)\n"
           /* --- FT baselines (src/edit/ft.c) --- */
           "FT baselines (--method ft | ftl | ewc; docs/FT_BASELINES.md):\n"
           "  --ft-layers L[,L..]  trained layers (GPT-2: 0; Llama: 2/3 of the depth); --layer L also works\n"
@@ -140,7 +142,7 @@ int cmd_edit(int argc, char **argv) {
     enum { O_METHOD = 256, O_DATA, O_FORMAT, O_N, O_EVERY, O_AT, O_BATCH, O_SEED, O_OUT, O_RESUME, O_UP, O_UPN,
            O_PPL, O_PPLN, O_ERRS, O_TOK, O_NOPROG, O_LAYER, O_EPS, O_LR, O_NITER, O_NOES, O_INIT, O_REPLACE, O_EXPAND,
            O_LMEAN, O_KEY, O_TRAIN, O_MAXIT, O_MARGIN, O_REQ, O_PAPER,
-           O_M_RADIUS, O_M_RANK, O_M_BLOCKS, O_M_GROW, O_M_LORA, O_M_STEP, O_M_LSUM,
+           O_M_RADIUS, O_M_RANK, O_M_BLOCKS, O_M_GROW, O_M_LORA, O_M_STEP, O_M_LSUM, O_MEND_DIR,
            /* --- FT baselines --- */
            O_FT_LAYERS, O_FT_MODULES, O_FT_PARAMS, O_FT_LR, O_FT_STEPS, O_FT_STOP, O_FT_ES, O_FT_LOSS, O_FT_LINF,
            O_FT_ANCHOR, O_FT_EWCL, O_FT_EWCW,
@@ -167,7 +169,7 @@ int cmd_edit(int argc, char **argv) {
         {"radius", required_argument, 0, O_M_RADIUS}, {"rank", required_argument, 0, O_M_RANK},
         {"blocks", required_argument, 0, O_M_BLOCKS}, {"grow-blocks", no_argument, 0, O_M_GROW},
         {"lora-layers", required_argument, 0, O_M_LORA}, {"step-size", required_argument, 0, O_M_STEP},
-        {"label-sum", no_argument, 0, O_M_LSUM},
+        {"label-sum", no_argument, 0, O_M_LSUM}, {"mend", required_argument, 0, O_MEND_DIR},
         /* --- FT baselines --- */
         {"ft-layers", required_argument, 0, O_FT_LAYERS}, {"ft-modules", required_argument, 0, O_FT_MODULES},
         {"ft-params", required_argument, 0, O_FT_PARAMS}, {"ft-lr", required_argument, 0, O_FT_LR},
@@ -244,6 +246,7 @@ int cmd_edit(int argc, char **argv) {
         case O_M_LORA: if (ft_list(eo, "lora_layers", optarg, 1)) goto out; break;
         case O_M_STEP: if (cli_parse_int("edit", "--step-size", optarg, 0, 1 << 20, &v)) goto out; cJSON_AddNumberToObject(eo, "step_size", (double)v); break;
         case O_M_LSUM: cJSON_AddBoolToObject(eo, "label_sum_compat", 1); break;
+        case O_MEND_DIR: cJSON_AddStringToObject(eo, "editor", optarg); break;
         /* --- FT baselines --- */
         case O_FT_LAYERS: if (ft_list(eo, "layers", optarg, 1)) goto out; break;
         case O_FT_MODULES: if (ft_list(eo, "modules", optarg, 0)) goto out; break;

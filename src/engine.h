@@ -190,6 +190,12 @@ void graft_grads_free(graft_grads *g);
 graft_status graft_run_backward(graft_run *r, const int *targets, const float *weights,
                                 graft_grads *g, int stop_layer, graft_site stop_site);
 
+/* The same backward from a caller-given loss gradient dlogits [n_out, V]
+ * (losses that are not a cross-entropy against one target per row, e.g.
+ * MEND's KL locality term). */
+graft_status graft_run_backward_dlogits(graft_run *r, const float *dlogits, graft_grads *g, int stop_layer,
+                                        graft_site stop_site);
+
 /* Generation with a callback before every forward (step 0 is the prompt,
  * then one per generated token), so editors can install hooks and set key
  * positions on the run. graft_generate_ids is this with no callback. */

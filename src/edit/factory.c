@@ -9,6 +9,7 @@
 #include "locate.h"
 /* --- end weight editors --- */
 #include "melo.h"
+#include "mend.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -91,6 +92,10 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         graft_melo_opts o;
         st = graft_melo_opts_from_json(j, &o, "editor options");
         if (st == GRAFT_OK) st = graft_melo_create(m, &o, out);
+    } else if (!strcmp(method, "mend")) {
+        graft_mend_opts o;
+        st = graft_mend_opts_from_json(j, &o, "editor options");
+        if (st == GRAFT_OK) st = graft_mend_create(m, &o, out);
     /* --- FT baselines (ft.c): "ft", "ftl", "ewc" --- */
     } else if (graft_ft_variant_parse(method) >= 0) {
         graft_ft_opts o;
@@ -105,7 +110,7 @@ graft_status graft_editor_create(graft_model *m, const char *method, const char 
         if (st == GRAFT_OK) st = graft_wedit_create(m, wm, &o, out);
     /* --- end weight editors --- */
     } else
-        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace, melo, ft, ftl, ewc, rome, memit, emmet)", method);
+        st = graft_fail(GRAFT_ERR_UNSUPPORTED, "unknown editing method '%s' (available: grace, melo, mend, ft, ftl, ewc, rome, memit, emmet)", method);
     cJSON_Delete(j);
     return st;
 }
@@ -133,6 +138,10 @@ graft_status graft_editor_opts_json(graft_editor *e, char **json) {
         cJSON_AddNumberToObject(j, "seed", (double)o.seed);
     }
     if (graft_melo_is(e) && graft_melo_opts_to_json(e, j) != GRAFT_OK) {
+        cJSON_Delete(j);
+        return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    if (graft_mend_is(e) && graft_mend_opts_to_json(e, j) != GRAFT_OK) {
         cJSON_Delete(j);
         return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
     }

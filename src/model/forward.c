@@ -363,13 +363,15 @@ graft_status graft_run_loss(graft_run *r, const int *targets, const float *weigh
     return st;
 }
 
+static graft_status backward_from_dlogits(graft_run *r, graft_grads *g, int stop_layer, graft_site stop_site);
+
 graft_status graft_run_backward(graft_run *r, const int *targets, const float *weights, graft_grads *g,
                                 int stop_layer, graft_site stop_site) {
     const graft_config *cfg = &r->m->cfg;
     if (!r->train) return graft_fail(GRAFT_ERR_INVALID, "backward needs a run created with train=1");
     if (stop_layer < -1 || stop_layer >= cfg->n_layer)
         return graft_fail(GRAFT_ERR_INVALID, "backward: stop layer %d outside [-1, %d)", stop_layer, cfg->n_layer);
-    int C = cfg->d_model, NO = r->n_out, V = cfg->vocab_size;
+    int NO = r->n_out, V = cfg->vocab_size;
     if (r->row0 > 0 && g)
         return graft_fail(GRAFT_ERR_INVALID, "backward: a suffix pass (row0 %d) takes activation gradients only", r->row0);
 
@@ -382,6 +384,15 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
     }
     graft_crossentropy_backward(r->d_logits, r->logits, targets, dloss, NO, V);
     free(dloss);
+    return backward_from_dlogits(r, g, stop_layer, stop_site);
+}
+
+/* The part of the backward below the loss: r->d_logits [n_out, V] holds
+ * dL/dlogits; shared by the cross-entropy backward and callers that bring
+ * their own loss gradient (MEND's KL locality term). */
+static graft_status backward_from_dlogits(graft_run *r, graft_grads *g, int stop_layer, graft_site stop_site) {
+    const graft_config *cfg = &r->m->cfg;
+    int C = cfg->d_model, NO = r->n_out, V = cfg->vocab_size;
 
     /* LM head: d_lnf [n_out, C] lives in d_b's first rows (T >= n_out). */
     float *d_lnf = r->d_b;
@@ -411,4 +422,16 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
         graft_embed_backward(g->w.wte, cfg->arch == GRAFT_ARCH_GPT2 ? g->w.wpe : NULL, r->d_resid, r->ids, r->pos, r->T,
                              C);
     return GRAFT_OK;
+}
+
+graft_status graft_run_backward_dlogits(graft_run *r, const float *dlogits, graft_grads *g, int stop_layer,
+                                        graft_site stop_site) {
+    const graft_config *cfg = &r->m->cfg;
+    if (!r->train) return graft_fail(GRAFT_ERR_INVALID, "backward needs a run created with train=1");
+    if (stop_layer < -1 || stop_layer >= cfg->n_layer)
+        return graft_fail(GRAFT_ERR_INVALID, "backward: stop layer %d outside [-1, %d)", stop_layer, cfg->n_layer);
+    if (r->row0 > 0 && g)
+        return graft_fail(GRAFT_ERR_INVALID, "backward: a suffix pass (row0 %d) takes activation gradients only", r->row0);
+    memcpy(r->d_logits, dlogits, (size_t)r->n_out * cfg->vocab_size * sizeof(float));
+    return backward_from_dlogits(r, g, stop_layer, stop_site);
 }
