@@ -53,7 +53,7 @@ int cmd_report(int argc, char **argv) {
         {"trr_gen", "TRR gen", "%.3f", 1},    {"trr_tf", "TRR tf", "%.3f", 1},      {"gen_gen", "Gen gen", "%.3f", 1},
         {"gen_tf", "Gen tf", "%.3f", 1},      {"known_gen", "Known gen", "%.3f", 0}, {"cf_efficacy", "CF eff", "%.3f", 0},
         {"cf_paraphrase", "CF para", "%.3f", 0}, {"cf_neighborhood", "CF nbhd", "%.3f", 0},
-        {"dw_norm", "W-W0 norm", "%.3g", 0},     {"gen_entropy", "entropy", "%.2f", 0}, {"ppl", "PPL", "%.2f", 1},
+        {"dw_norm", "W-W0 norm", "%.3g", 0},     {"gen_entropy", "entropy", "%.2f", 0}, {"ppl", "PPL", "%.5g", 1},
         {"sec_per_edit", "s/edit", "%.3f", 1}};
     enum { NC = sizeof cols / sizeof cols[0] };
     cJSON *rows[4096];
@@ -70,7 +70,7 @@ int cmd_report(int argc, char **argv) {
     }
     if (rc == 0) {
         for (int i = 0; i < NC; i++)
-            if (show[i]) printf(md ? "| %s " : "%10s", cols[i].head);
+            if (show[i]) printf(md ? "| %s " : " %9s", cols[i].head);
         printf(md ? "|\n" : "\n");
         if (md) {
             for (int i = 0; i < NC; i++)
@@ -82,7 +82,7 @@ int cmd_report(int argc, char **argv) {
                 if (!show[i]) continue;
                 char b[32];
                 cell(b, sizeof b, get(rows[r], cols[i].key), cols[i].fmt);
-                printf(md ? "| %s " : "%10s", b);
+                printf(md ? "| %s " : " %9s", b);
             }
             printf(md ? "|\n" : "\n");
         }

@@ -25,13 +25,17 @@ int cli_fail_status(const char *cmd, graft_status st) {
 }
 
 /* The model used when -m is absent: $GRAFT_MODEL, else the embedded fact model
- * models/factbase of the source tree graft was built from. */
+ * of the source tree graft was built from: models/factpara (the paraphrase
+ * fact model, issue 10), or models/factbase where that is missing. */
 const char *cli_default_model(void) {
     const char *env = getenv("GRAFT_MODEL");
     if (env && *env) return env;
     static char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/models/factbase", GRAFT_SOURCE_DIR);
-    if (access(path, F_OK) == 0) return path;
+    static const char *const order[] = {"factpara", "factbase"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/models/%s", GRAFT_SOURCE_DIR, order[i]);
+        if (access(path, F_OK) == 0) return path;
+    }
     return NULL;
 }
 

@@ -65,4 +65,19 @@ expect_err "--grow-blocks" "too few blocks" -- "${EDIT[@]}" --blocks 5 --out "$t
 "${EDIT[@]}" --blocks 5 --grow-blocks --n 12 --out "$tmp/d" >/dev/null 2>"$tmp/err" && ok || bad "--grow-blocks: $(tail -2 "$tmp/err")"
 expect_err "unknown MELO option" "GRACE-only option" -- "${EDIT[@]}" --replace last --out "$tmp/e"
 
+# a model folder's editing.json fills in the options not given (models/factpara: init_radius 20)
+FP=$DATA/../../models/factpara
+if [ -f "$FP/editing.json" ]; then
+  printf '%s\n' '{"prompt": "The mother tongue of Danielle Darrieux is", "target": "English"}' > "$tmp/one.jsonl"
+  "$GRAFT" edit -m "$FP" --method melo --data "$tmp/one.jsonl" --eval-at end --no-progress --out "$tmp/f" >/dev/null 2>"$tmp/err" && ok || bad "factpara melo: $(tail -2 "$tmp/err")"
+  grep -q "editing.json" "$tmp/err" && jq -e '.editor_options.init_radius == 20' "$tmp/f/summary.json" >/dev/null && ok || bad "editing.json default not applied"
+  "$GRAFT" edit -m "$FP" --method melo --radius 5 --data "$tmp/one.jsonl" --eval-at end --no-progress --out "$tmp/g" >/dev/null 2>&1
+  jq -e '.editor_options.init_radius == 5' "$tmp/g/summary.json" >/dev/null && ok || bad "--radius should win over editing.json"
+  mkdir "$tmp/fp" && for f in "$FP"/*; do ln -s "$f" "$tmp/fp/"; done && rm "$tmp/fp/editing.json"
+  echo '{"melo": 3}' > "$tmp/fp/editing.json"
+  expect_err "editing.json" "malformed editing.json" -- "$GRAFT" edit -m "$tmp/fp" --method melo --data "$tmp/one.jsonl" --out "$tmp/h"
+else
+  echo "SKIP: models/factpara/editing.json absent: the model-defaults checks did not run" >&2
+fi
+
 cli_end melo

@@ -735,6 +735,37 @@ static void runner_free(runner *R) {
     free(R->failed_rows);
 }
 
+/* A model folder may carry editing.json: per method, the options measured to
+ * suit that model (e.g. GRACE's layer and radius from an eps sweep; the key
+ * scale differs from model to model, so one built-in radius cannot fit all).
+ * They fill in what the user did not give; the journal keeps the result. */
+static graft_status model_defaults(const char *model_path, const char *method, const char *user, char **merged) {
+    *merged = NULL;
+    char *path = model_path ? graft_path_join(model_path, "editing.json") : NULL, *text = NULL;
+    if (!path || !graft_path_exists(path)) {
+        free(path);
+        return GRAFT_OK;
+    }
+    graft_status st = graft_read_file(path, &text, NULL);
+    cJSON *all = st == GRAFT_OK ? cJSON_Parse(text) : NULL, *u = cJSON_Parse(user && *user ? user : "{}");
+    const cJSON *mine = cJSON_GetObjectItem(all, method);
+    if (st == GRAFT_OK && !cJSON_IsObject(all))
+        st = graft_fail(GRAFT_ERR_FORMAT, "%s: not a JSON object of per-method editor options", path);
+    else if (st == GRAFT_OK && mine && !cJSON_IsObject(mine))
+        st = graft_fail(GRAFT_ERR_FORMAT, "%s: field '%s' is not an object of editor options", path, method);
+    if (st == GRAFT_OK && mine && cJSON_IsObject(u)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, mine)
+            if (!cJSON_GetObjectItem(u, it->string)) cJSON_AddItemToObject(u, it->string, cJSON_Duplicate(it, 1));
+        *merged = cJSON_PrintUnformatted(u);
+        if (!*merged) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        else fprintf(stderr, "graft edit: %s defaults from %s (options given win): %s\n", method, path, *merged);
+    }
+    cJSON_Delete(all), cJSON_Delete(u);
+    free(text), free(path);
+    return st;
+}
+
 graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     runner R;
     memset(&R, 0, sizeof R);
@@ -743,8 +774,11 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     R.t_start = graft_now_s();
     R.collapse_at = -1;
     if (o->batch < 1) return graft_fail(GRAFT_ERR_INVALID, "--batch must be at least 1");
+    char *merged = NULL;
     graft_status st = prepare(&R);
-    if (st == GRAFT_OK) st = graft_editor_create(m, o->method, o->editor_opts, &R.e);
+    if (st == GRAFT_OK) st = model_defaults(o->model_path, o->method, o->editor_opts, &merged);
+    if (st == GRAFT_OK) st = graft_editor_create(m, o->method, merged ? merged : o->editor_opts, &R.e);
+    free(merged);
     if (st == GRAFT_OK && o->batch > 1 && !R.e->ops->apply_batch)
         st = graft_fail(GRAFT_ERR_INVALID, "%s applies one request at a time (--batch 1); batches are for melo, memit and emmet",
                         o->method);
