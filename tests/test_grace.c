@@ -13,24 +13,6 @@ static graft_tokenizer *tok;
 
 static int encode(const char *text, int bos, int *ids) { return test_encode(tok, text, bos, ids); }
 
-/* Last-row logits of a prompt, through the editor when e != NULL. */
-static void last_logits(graft_model *m, graft_editor *e, const int *ids, int n, float *out) {
-    graft_run *r = NULL;
-    graft_run_create(m, n, 1, n, 0, &r);
-    int last = n - 1;
-    graft_run_set_batch(r, ids, &n, 1, &last, 1);
-    if (e) {
-        e->ops->attach(e, r);
-        e->ops->set_keys(e, &last, 1);
-    }
-    graft_run_forward(r);
-    memcpy(out, r->logits, (size_t)m->cfg.vocab_size * sizeof(float));
-    if (e) {
-        e->ops->detach(e, r);
-        e->ops->set_keys(e, NULL, 0);
-    }
-    graft_run_free(r);
-}
 
 /* The GRACE query of a prompt: the key-site row of its last token. */
 static void query_of(graft_model *m, graft_editor *e, const int *ids, int n, float *q) {
@@ -81,7 +63,7 @@ static void test_stories(void) {
     CHECK(!test_greedy_is(m, NULL, p1, np1, t1, nt1)); /* the model does not say it before */
 
     float *base_far = malloc((size_t)V * sizeof(float)), *now = malloc((size_t)V * sizeof(float));
-    last_logits(m, NULL, far, nf, base_far);
+    test_last_logits(m, NULL, far, nf, base_far);
 
     graft_edit_info info;
     graft_blob c1 = {0}, c2 = {0};
@@ -96,7 +78,7 @@ static void test_stories(void) {
     CHECK(test_greedy_is(m, e, p1, np1, t1, nt1) && test_greedy_is(m, e, p2, np2, t2, nt2)); /* both stick */
 
     /* outside every radius: bit-identical to the unedited model */
-    last_logits(m, e, far, nf, now);
+    test_last_logits(m, e, far, nf, now);
     graft_grace_stats s;
     graft_grace_get_stats(e, &s);
     CHECK(s.last_hits == 0 && s.n_keys == 2);
@@ -140,9 +122,9 @@ static void test_stories(void) {
     CHECK_OK(e->ops->revert(e, c2.data, c2.len));
     CHECK(!test_greedy_is(m, e, p2, np2, t2, nt2) && test_greedy_is(m, e, p1, np1, t1, nt1));
     CHECK_OK(e->ops->revert(e, c1.data, c1.len));
-    last_logits(m, e, p1, np1, now);
+    test_last_logits(m, e, p1, np1, now);
     float *base1 = malloc((size_t)V * sizeof(float));
-    last_logits(m, NULL, p1, np1, base1);
+    test_last_logits(m, NULL, p1, np1, base1);
     CHECK_MSG(memcmp(base1, now, (size_t)V * sizeof(float)) == 0, "undo did not restore the unedited logits");
     graft_grace_get_stats(e, &s);
     CHECK(s.n_keys == 0 && s.n_rows == 2);

@@ -13,24 +13,6 @@
 
 #include <unistd.h>
 
-/* Last-row logits of a prompt, through the editor when e != NULL. */
-static void last_logits(graft_model *m, graft_editor *e, const int *ids, int n, float *out) {
-    graft_run *r = NULL;
-    graft_run_create(m, n, 1, n, 0, &r);
-    int last = n - 1;
-    graft_run_set_batch(r, ids, &n, 1, &last, 1);
-    if (e) {
-        e->ops->attach(e, r);
-        e->ops->set_keys(e, &last, 1);
-    }
-    graft_run_forward(r);
-    memcpy(out, r->logits, (size_t)m->cfg.vocab_size * sizeof(float));
-    if (e) {
-        e->ops->detach(e, r);
-        e->ops->set_keys(e, NULL, 0);
-    }
-    graft_run_free(r);
-}
 
 static int routed(graft_editor *e) {
     graft_melo_stats s;
@@ -65,8 +47,8 @@ static void test_noop_and_locality(graft_model *m) {
     CHECK_OK(graft_editor_create(m, "melo", "{\"train\": \"fixed\", \"n_iter\": 0}", &e));
     CHECK_OK(e->ops->apply(e, &r, &info, &ch));
     CHECK(info.iterations == 0);
-    last_logits(m, NULL, it.prompt, it.n_prompt, base);
-    last_logits(m, e, it.prompt, it.n_prompt, with);
+    test_last_logits(m, NULL, it.prompt, it.n_prompt, base);
+    test_last_logits(m, e, it.prompt, it.n_prompt, with);
     CHECK(routed(e) == 1); /* the block is applied ... */
     CHECK(!memcmp(base, with, (size_t)V * sizeof(float))); /* ... and is a no-op */
     e->ops->free(e);
@@ -78,10 +60,10 @@ static void test_noop_and_locality(graft_model *m) {
     CHECK_MSG(info.reproduced, "not reproduced after %d steps (loss %.3f -> %.3f)", info.iterations, info.loss_first,
               info.loss_last);
     CHECK(test_greedy_is(m, e, it.prompt, it.n_prompt, it.target, it.n_target));
-    last_logits(m, e, it.prompt, it.n_prompt, with);
+    test_last_logits(m, e, it.prompt, it.n_prompt, with);
     CHECK(routed(e) == 1);
-    last_logits(m, NULL, far.prompt, far.n_prompt, base);
-    last_logits(m, e, far.prompt, far.n_prompt, with);
+    test_last_logits(m, NULL, far.prompt, far.n_prompt, base);
+    test_last_logits(m, e, far.prompt, far.n_prompt, with);
     CHECK(routed(e) == 0);
     CHECK(!memcmp(base, with, (size_t)V * sizeof(float)));
     /* graft_eval_gen (generation read off a teacher-forced pass where it can)
@@ -178,8 +160,8 @@ static void test_replay_undo(graft_model *m) {
     unlink(pe), unlink(pf);
     int V = m->cfg.vocab_size;
     float *le = malloc((size_t)V * 4), *lf = malloc((size_t)V * 4);
-    last_logits(m, e, it[1].prompt, it[1].n_prompt, le);
-    last_logits(m, f, it[1].prompt, it[1].n_prompt, lf);
+    test_last_logits(m, e, it[1].prompt, it[1].n_prompt, le);
+    test_last_logits(m, f, it[1].prompt, it[1].n_prompt, lf);
     CHECK(!memcmp(le, lf, (size_t)V * 4));
 
     /* undo the middle batch: reset, replay the other two */
@@ -189,9 +171,9 @@ static void test_replay_undo(graft_model *m) {
     graft_melo_stats s;
     graft_melo_get_stats(u, &s);
     CHECK(s.n_blocks == 2);
-    last_logits(m, u, it[1].prompt, it[1].n_prompt, le);
+    test_last_logits(m, u, it[1].prompt, it[1].n_prompt, le);
     CHECK(routed(u) == 0); /* its point went with it */
-    last_logits(m, NULL, it[1].prompt, it[1].n_prompt, lf);
+    test_last_logits(m, NULL, it[1].prompt, it[1].n_prompt, lf);
     CHECK(!memcmp(le, lf, (size_t)V * 4));
     CHECK(test_greedy_is(m, u, it[2].prompt, it[2].n_prompt, it[2].target, it[2].n_target));
     CHECK_OK(u->ops->reset(u));

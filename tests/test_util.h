@@ -37,4 +37,24 @@ static inline int test_greedy_is(graft_model *m, graft_editor *e, const int *p, 
     return ok;
 }
 
+/* Last-row logits of a prompt (out: vocab_size floats), through the editor
+ * when e != NULL, its key at the last token. */
+static inline void test_last_logits(graft_model *m, graft_editor *e, const int *ids, int n, float *out) {
+    graft_run *r = NULL;
+    graft_run_create(m, n, 1, n, 0, &r);
+    int last = n - 1;
+    graft_run_set_batch(r, ids, &n, 1, &last, 1);
+    if (e) {
+        e->ops->attach(e, r);
+        e->ops->set_keys(e, &last, 1);
+    }
+    graft_run_forward(r);
+    memcpy(out, r->logits, (size_t)m->cfg.vocab_size * sizeof(float));
+    if (e) {
+        e->ops->detach(e, r);
+        e->ops->set_keys(e, NULL, 0);
+    }
+    graft_run_free(r);
+}
+
 #endif

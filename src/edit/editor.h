@@ -104,6 +104,21 @@ struct graft_editor {
     int gen_differs;
 };
 
+/* ---------------------------------------------------------------- shared numerics (numerics.c) */
+
+/* The default edited layer of GRACE and MELO's router: 3/4 of the depth, at
+ * most n_layer - 3 (two blocks above it). */
+int graft_edit_default_layer(const graft_config *cfg);
+/* A uniform draw in [0, 1) from a splitmix64 state. */
+double graft_edit_uniform01(uint64_t *state);
+/* The smallest lead of the target's logit over every other logit across the
+ * first n logit rows (> 0: the teacher-forced argmax is the target
+ * everywhere); each row's lead goes to lead[i] when lead is not NULL. */
+float graft_edit_min_margin(const graft_run *r, const int *target, int n, float *lead);
+/* One Adam step (PyTorch defaults: beta 0.9/0.999, eps 1e-8, no weight
+ * decay), step t >= 1. */
+void graft_edit_adam_step(float *p, const float *grad, float *m, float *v, size_t n, int t, float lr);
+
 /* ---------------------------------------------------------------- GRACE */
 
 /* Rows a hit overwrites, for a key at row t: last = [t] (EasyEdit), prompt =

@@ -408,14 +408,6 @@ static graft_status grace_revert(graft_editor *e, const uint8_t *d, size_t n) { 
 
 /* ---------------------------------------------------------------- editing */
 
-static double uniform01(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static graft_status ensure_run(grace *g, int T) {
     if (g->run && g->run_cap >= T) return GRAFT_OK;
     graft_run_free(g->run);
@@ -426,43 +418,13 @@ static graft_status ensure_run(grace *g, int T) {
     return GRAFT_OK;
 }
 
-/* The smallest lead of the target's logit over every other logit, across
- * the target positions: > 0 exactly when the teacher-forced argmax is the
- * target everywhere (GRACE's "reproduced"). Each position's lead goes to
- * lead[n] when it is not NULL. */
-static float min_margin(const graft_run *r, const int *target, int n, float *lead) {
-    int V = r->m->cfg.vocab_size;
-    float worst = INFINITY;
-    for (int i = 0; i < n; i++) {
-        const float *row = r->logits + (size_t)i * V;
-        float other = -INFINITY;
-        for (int v = 0; v < V; v++)
-            if (v != target[i] && row[v] > other) other = row[v];
-        float m = row[target[i]] - other;
-        if (lead) lead[i] = m;
-        if (!(m >= worst)) worst = m; /* NaN counts as a failure */
-    }
-    return worst;
-}
-
-/* Adam (PyTorch defaults: beta 0.9/0.999, eps 1e-8, no weight decay). */
-static void adam_step(float *p, const float *grad, float *m, float *v, int n, int t, float lr) {
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-    for (int i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1 - b1) * grad[i];
-        v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
-        p[i] -= lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
-    }
-}
-
 /* One training evaluation: the layers from the value site up (only the rows
  * from the replaced one on, see train_value), the loss and the margin. */
 static graft_status value_eval(grace *g, graft_run *r, const graft_edit_tok *req, double *loss, float *margin,
                                float *lead) {
     GRAFT_TRY(g->o.full_passes ? graft_run_forward(r) : graft_run_forward_from(r, g->o.layer, g->val_site));
     GRAFT_TRY(graft_run_loss(r, req->target, NULL, loss, NULL));
-    *margin = min_margin(r, req->target, req->n_target, lead);
+    *margin = graft_edit_min_margin(r, req->target, req->n_target, lead);
     return GRAFT_OK;
 }
 
@@ -473,7 +435,7 @@ static graft_status value_step(grace *g, graft_run *r, const graft_edit_tok *req
     /* the backward stops at the value either way: autograd in the reference
      * implementations also ends at the trained tensor */
     GRAFT_TRY(graft_run_backward(r, req->target, w, NULL, g->o.layer, g->val_site));
-    adam_step(val, g->vgrad, g->adam_m, g->adam_v, g->vd, t, lr);
+    graft_edit_adam_step(val, g->vgrad, g->adam_m, g->adam_v, g->vd, t, lr);
     return GRAFT_OK;
 }
 
@@ -651,7 +613,7 @@ static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graf
         /* seeded by (seed, edit index), not a running state: a stream resumed
          * from its journal draws exactly what an uninterrupted one would */
         uint64_t rng = g->o.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(e->n_edits + 1));
-        for (int i = 0; i < g->vd; i++) v0[i] = (float)uniform01(&rng);
+        for (int i = 0; i < g->vd; i++) v0[i] = (float)graft_edit_uniform01(&rng);
     }
 
     /* 2. Codebook maintenance, once per edit. */
@@ -702,7 +664,7 @@ static graft_status grace_apply(graft_editor *e, const graft_edit_tok *req, graf
         memcpy(v0, graft_run_site(r, g->o.layer, g->val_site) + (size_t)t * g->vd, (size_t)g->vd * sizeof(float));
     else {
         uint64_t rng = g->o.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(e->n_edits + 1));
-        for (int i = 0; i < g->vd; i++) v0[i] = (float)uniform01(&rng);
+        for (int i = 0; i < g->vd; i++) v0[i] = (float)graft_edit_uniform01(&rng);
     }
 
     /* 3. Train the value (train_value). */
@@ -792,13 +754,7 @@ graft_status graft_grace_create(graft_model *m, const graft_grace_opts *o, graft
     else
         graft_grace_opts_default(&g->o);
     const graft_config *cfg = &m->cfg;
-    /* 3/4 of the depth (the official GPT2-XL config: 35 of 48), but with at
-     * least two blocks above: later target tokens see the value only through
-     * the attention of the blocks above the edited one */
-    if (g->o.layer < 0) {
-        int three_q = (3 * cfg->n_layer) / 4, two_above = cfg->n_layer - 3;
-        g->o.layer = three_q < two_above ? three_q : two_above > 0 ? two_above : 0;
-    }
+    if (g->o.layer < 0) g->o.layer = graft_edit_default_layer(cfg);
     if (g->o.layer >= cfg->n_layer || g->o.n_iter < 0 || !(g->o.eps_init > 0) || !(g->o.edit_lr > 0)) {
         int layer = g->o.layer;
         free(g);
@@ -838,7 +794,7 @@ graft_status graft_grace_add_random_rows(graft_editor *e, int n, float scale, fl
     graft_status st = (key && val) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "GRACE: out of memory");
     for (int i = 0; st == GRAFT_OK && i < n; i++) {
         for (int k = 0; k < g->kd; k++) { /* Box-Muller */
-            double u1 = uniform01(&seed), u2 = uniform01(&seed);
+            double u1 = graft_edit_uniform01(&seed), u2 = graft_edit_uniform01(&seed);
             key[k] = scale * (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
         }
         label = i;

@@ -264,14 +264,6 @@ static void router_free(melo *g) {
 static float *blk_A(const melo *g, int m, int i) { return g->blk[m] + (size_t)i * ((size_t)g->in * g->k + (size_t)g->k * g->out); }
 static float *blk_B(const melo *g, int m, int i) { return blk_A(g, m, i) + (size_t)g->in * g->k; }
 
-static double uniform01(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 /* Append block m (== n_blocks): A ~ U(-1/sqrt(r), 1/sqrt(r)) with r the
  * total rank blocks * k (PyTorch's kaiming_uniform(a=sqrt 5) on the official
  * (in x r) tensor), drawn from (seed, m) so a replay or resume draws the
@@ -297,7 +289,7 @@ static graft_status add_block(melo *g, const float *data) {
     uint64_t rng = g->o.seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(m + 1));
     for (int i = 0; i < g->o.n_lora; i++) {
         float *A = blk_A(g, m, i), *B = blk_B(g, m, i);
-        for (size_t j = 0; j < (size_t)g->in * g->k; j++) A[j] = (float)((2.0 * uniform01(&rng) - 1.0) * g->a_bound);
+        for (size_t j = 0; j < (size_t)g->in * g->k; j++) A[j] = (float)((2.0 * graft_edit_uniform01(&rng) - 1.0) * g->a_bound);
         memset(B, 0, (size_t)g->k * g->out * sizeof(float));
     }
     return GRAFT_OK;
@@ -527,21 +519,6 @@ static graft_status set_train_batch(melo *g, const graft_edit_tok *reqs, int n, 
     return st;
 }
 
-/* Smallest lead of the target logit over every other, across out rows. */
-static float min_margin(const graft_run *r, const int *target, int n) {
-    int V = r->m->cfg.vocab_size;
-    float worst = INFINITY;
-    for (int i = 0; i < n; i++) {
-        const float *row = r->logits + (size_t)i * V;
-        float other = -INFINITY;
-        for (int v = 0; v < V; v++)
-            if (v != target[i] && row[v] > other) other = row[v];
-        float m = row[target[i]] - other;
-        if (!(m >= worst)) worst = m; /* NaN counts as a failure */
-    }
-    return worst;
-}
-
 static int first_lora(const melo *g) {
     int l = g->o.lora_layers[0];
     for (int i = 1; i < g->o.n_lora; i++)
@@ -559,7 +536,7 @@ static graft_status step_eval(melo *g, const int *tg, int n_out, int m, int grad
     int l0 = first_lora(g);
     graft_status st = graft_run_forward_from(r, l0, GRAFT_SITE_MLP_PRE);
     if (st == GRAFT_OK) st = graft_run_loss(r, tg, NULL, loss, NULL);
-    if (st == GRAFT_OK && margin) *margin = min_margin(r, tg, n_out);
+    if (st == GRAFT_OK && margin) *margin = graft_edit_min_margin(r, tg, n_out, NULL);
     if (st == GRAFT_OK && grad) {
         memset(g->gblk, 0, g->blk_floats * sizeof(float));
         g->grad_block = m;
@@ -567,16 +544,6 @@ static graft_status step_eval(melo *g, const int *tg, int n_out, int m, int grad
         g->grad_block = -1;
     }
     return st;
-}
-
-static void adam_step(float *p, const float *grad, float *m, float *v, size_t n, int t, float lr) {
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-    for (size_t i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1 - b1) * grad[i];
-        v[i] = b2 * v[i] + (1 - b2) * grad[i] * grad[i];
-        p[i] -= lr * (m[i] / c1) / (sqrtf(v[i] / c2) + eps);
-    }
 }
 
 graft_status graft_melo_loss_grad(graft_editor *e, const graft_edit_tok *reqs, int n, int m, double *loss, float **gA,
@@ -725,7 +692,7 @@ static graft_status melo_apply_batch(graft_editor *e, const graft_edit_tok *reqs
             info->reproduced = margin > 0;
             if (last || (!fixed && margin >= g->o.margin)) break;
             if ((st = step_eval(g, tg, n_out, m, 1, &loss, NULL))) break;
-            adam_step(g->blk[m], g->gblk, g->adam_m, g->adam_v, g->blk_floats, it + 1, lr);
+            graft_edit_adam_step(g->blk[m], g->gblk, g->adam_m, g->adam_v, g->blk_floats, it + 1, lr);
             info->iterations = it + 1;
             if (g->o.step_size > 0 && (it + 1) % g->o.step_size == 0) lr *= g->o.gamma;
         }
@@ -858,10 +825,7 @@ graft_status graft_melo_create(graft_model *m, const graft_melo_opts *o, graft_e
     else
         graft_melo_opts_default(&g->o);
     const graft_config *cfg = &m->cfg;
-    if (g->o.layer < 0) {
-        int three_q = (3 * cfg->n_layer) / 4, two_above = cfg->n_layer - 3;
-        g->o.layer = three_q < two_above ? three_q : two_above > 0 ? two_above : 0;
-    }
+    if (g->o.layer < 0) g->o.layer = graft_edit_default_layer(cfg);
     if (g->o.n_lora == 0)
         for (int l = g->o.layer + 1; l < cfg->n_layer && g->o.n_lora < 2; l++) g->o.lora_layers[g->o.n_lora++] = l;
     if (!(g->o.init_radius > 0)) g->o.init_radius = default_radius(cfg);
@@ -919,7 +883,7 @@ graft_status graft_melo_add_random(graft_editor *e, int n, float scale, uint64_t
     graft_status st = q ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "MELO: out of memory");
     for (int b = 0; st == GRAFT_OK && b < n; b++) {
         for (int i = 0; i < g->qd; i++) { /* Box-Muller */
-            double u1 = uniform01(&seed), u2 = uniform01(&seed);
+            double u1 = graft_edit_uniform01(&seed), u2 = graft_edit_uniform01(&seed);
             q[i] = scale * (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
         }
         int label = b, m = g->n_blocks;
@@ -927,7 +891,7 @@ graft_status graft_melo_add_random(graft_editor *e, int n, float scale, uint64_t
         if (st == GRAFT_OK) st = add_block(g, NULL);
         for (int i = 0; st == GRAFT_OK && i < g->o.n_lora; i++) {
             float *B = blk_B(g, m, i);
-            for (size_t j = 0; j < (size_t)g->k * g->out; j++) B[j] = (float)(uniform01(&seed) - 0.5) * 1e-3f;
+            for (size_t j = 0; j < (size_t)g->k * g->out; j++) B[j] = (float)(graft_edit_uniform01(&seed) - 0.5) * 1e-3f;
         }
     }
     free(q);
