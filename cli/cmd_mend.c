@@ -410,7 +410,12 @@ static int train(graft_model *m, const mt_opts *o) {
     FILE *log = NULL;
     char *ckdir = graft_path_join(o->out, "checkpoint"), *logpath = graft_path_join(o->out, "train_log.jsonl");
     st = cs && ckdir && logpath ? load_locality(tok, o->loc_path, &lf, &n_lf) : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    int n = 0;
+    int n = 0, n_long = 0;
+    graft_model_info mi;
+    graft_model_get_info(m, &mi);
+    const int ctx = mi.n_ctx;
+    for (int i = 0; st == GRAFT_OK && i < n_lf; i++)
+        if (lf[i].n > ctx) st = graft_fail(GRAFT_ERR_RANGE, "%s: a locality fact of %d tokens; the context is %d", o->loc_path, lf[i].n, ctx);
     for (int i = 0; st == GRAFT_OK && i < ds.n; i++) {
         const graft_edit_request *r = &ds.req[i];
         if (r->n_rephrases < 1) continue; /* no equivalence example */
@@ -430,9 +435,20 @@ static int train(graft_model *m, const mt_opts *o) {
                 graft_eval_item_free(&it);
             }
         }
+        /* a record that does not fit the context (the edit, its rephrase or
+         * its neighbourhood fact) is skipped and counted, not fatal:
+         * CounterFact's longest prompts exceed small models' contexts */
+        if (st == GRAFT_OK && (cs[n].edit.n_prompt + cs[n].edit.n_target - 1 > ctx ||
+                               cs[n].para.n_prompt + cs[n].para.n_target - 1 > ctx || cs[n].n_nb > ctx)) {
+            graft_eval_item_free(&cs[n].edit), graft_eval_item_free(&cs[n].para), free(cs[n].nb);
+            memset(&cs[n], 0, sizeof cs[n]);
+            n_long++;
+            continue;
+        }
         if (st == GRAFT_OK) cs[n++].case_id = r->case_id;
     }
     if (st != GRAFT_OK) goto out;
+    if (n_long) fprintf(stderr, "graft mend-train: %d records skipped: longer than the model's context (%d tokens)\n", n_long, ctx);
     if (n <= o->val_n + 10 || n_lf < 2 * o->loc_holdout) {
         cli_fail("mend-train", "%d usable records (with a rephrase) and %d locality facts: too few for --val-n %d", n,
                  n_lf, o->val_n);

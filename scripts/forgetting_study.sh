@@ -42,7 +42,7 @@ grace_pid=$!
 # 3. every method over the same 1,000 edits, two at a time. Options that
 #    differ from each method's defaults are the ones docs/FORGETTING_STUDY.md
 #    explains (scale-dependent constants tuned on GPT-2 XL).
-"$G" compare -m "$M" --methods grace,melo,rome,memit,emmet,ft,ftl,ewc --n 1000 \
+"$G" compare -m "$M" --methods grace,melo,mend,rome,memit,emmet,ft,ftl,ewc --n 1000 \
   --data data/facts/edit_stream.json --format counterfact \
   --eval-every 100 --err-sample 200 --upstream data/facts/known_facts.jsonl --upstream-n 300 \
   --ppl-text data/facts/heldout_text.txt --jobs 2 --out "$OUT/compare1000" \
@@ -66,7 +66,7 @@ done
 wait "$grace_pid" || { echo "the GRACE 10,000-edit stream failed: see $OUT/grace10k.log" >&2; exit 1; }
 
 cp "$OUT/compare1000/compare.md" "$OUT/compare1000/compare.json" "$OUT/compare1000/compare.svg" docs/study/
-for m in grace melo rome memit emmet ft ftl ewc; do
+for m in grace melo mend rome memit emmet ft ftl ewc; do
   cp "$OUT/compare1000/$m/results.jsonl" "docs/study/$m-1000.results.jsonl"
 done
 for m in rome memit emmet; do
