@@ -23,6 +23,7 @@ int cmd_corpus_para(int argc, char **argv); /* graft corpus --paraphrase (cmd_co
 int cmd_stats(int argc, char **argv); /* weight editors task: E[k k^T] for ROME/MEMIT/EMMET */
 int cmd_tokenizer(int argc, char **argv); /* graft tokenizer learn|stats (cmd_tokenizer.c) */
 int cmd_mend(int argc, char **argv);      /* graft mend-train: meta-train a MEND editor (cmd_mend.c) */
+int cmd_serve(int argc, char **argv);     /* graft serve: HTTP completions + edits + web page (cmd_serve.c) */
 
 /* Print "graft CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,7 @@ static const struct {
     {"edits", cmd_edits, "list, show, undo or export the edits of a run/adaptor folder"},
     {"export", cmd_export, "merge the weight edits of a run folder into the model; write an HF folder"},
     {"train", cmd_train, "train or fine-tune a model; writes a Hugging Face folder"},
+    {"serve", cmd_serve, "serve the model over HTTP (OpenAI-style completions) and take edits live"},
     {"mend-train", cmd_mend, "meta-train a MEND editor for a model (docs/MEND.md)"},
     {"corpus", cmd_corpus, "build the fact corpus from CounterFact and zsRE"},
     {"stats", cmd_stats, "second-moment statistics of the MLP keys over a corpus (ROME/MEMIT/EMMET)"},

@@ -196,12 +196,18 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
 graft_status graft_run_backward_dlogits(graft_run *r, const float *dlogits, graft_grads *g, int stop_layer,
                                         graft_site stop_site);
 
-/* Generation with a callback before every forward (step 0 is the prompt,
- * then one per generated token), so editors can install hooks and set key
- * positions on the run. graft_generate_ids is this with no callback. */
-typedef graft_status (*graft_step_cb)(void *user, graft_run *r, int step);
+/* Generation with callbacks around every forward (step 0 is the prompt, then
+ * one per generated token): `before` lets editors install hooks and set key
+ * positions on the run; `after` (may be NULL) is called after every forward
+ * whose `before` was called, whether either failed, so a caller can hold a
+ * lock across exactly one step (graft serve serialises steps of concurrent
+ * requests). graft_generate_ids is this with no hooks. */
+typedef struct graft_step_hooks {
+    graft_status (*before)(void *user, graft_run *r, int step);
+    void (*after)(void *user, graft_run *r, int step);
+} graft_step_hooks;
 graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
-                                graft_token_cb cb, void *user, graft_step_cb step_cb, void *step_user, int **out,
-                                size_t *n_out);
+                                graft_token_cb cb, void *user, const graft_step_hooks *hooks, void *step_user,
+                                int **out, size_t *n_out);
 
 #endif /* GRAFT_ENGINE_H */

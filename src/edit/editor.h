@@ -20,6 +20,8 @@
 
 #include "engine.h"
 
+#include <pthread.h>
+
 /* One edit request, in tokens. */
 typedef struct graft_edit_tok {
     const int *prompt;
@@ -195,5 +197,12 @@ void graft_model_fingerprint(const graft_model *m, char *buf, size_t n);
  * teacher-forced passes that trained and evaluate it. NULL editor: plain. */
 graft_status graft_editor_generate(graft_editor *e, graft_model *m, const int *prompt, size_t n,
                                    const graft_gen_opts *opts, graft_token_cb cb, void *user, int **out, size_t *n_out);
+/* The same, holding *lock (when not NULL) across each forward step and no
+ * longer: concurrent generations through one editor interleave token by
+ * token (editors keep the key positions of the running forward in their
+ * own state, so two forwards through one editor must not overlap). */
+graft_status graft_editor_generate_serial(graft_editor *e, graft_model *m, pthread_mutex_t *lock, const int *prompt,
+                                          size_t n, const graft_gen_opts *opts, graft_token_cb cb, void *user,
+                                          int **out, size_t *n_out);
 
 #endif /* GRAFT_EDITOR_H */

@@ -739,7 +739,7 @@ static void runner_free(runner *R) {
  * suit that model (e.g. GRACE's layer and radius from an eps sweep; the key
  * scale differs from model to model, so one built-in radius cannot fit all).
  * They fill in what the user did not give; the journal keeps the result. */
-static graft_status model_defaults(const char *model_path, const char *method, const char *user, char **merged) {
+graft_status graft_edit_model_defaults(const char *model_path, const char *method, const char *user, char **merged) {
     *merged = NULL;
     char *path = model_path ? graft_path_join(model_path, "editing.json") : NULL, *text = NULL;
     if (!path || !graft_path_exists(path)) {
@@ -759,7 +759,7 @@ static graft_status model_defaults(const char *model_path, const char *method, c
             if (!cJSON_GetObjectItem(u, it->string)) cJSON_AddItemToObject(u, it->string, cJSON_Duplicate(it, 1));
         *merged = cJSON_PrintUnformatted(u);
         if (!*merged) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-        else fprintf(stderr, "graft edit: %s defaults from %s (options given win): %s\n", method, path, *merged);
+        else fprintf(stderr, "graft: %s defaults from %s (options given win): %s\n", method, path, *merged);
     }
     cJSON_Delete(all), cJSON_Delete(u);
     free(text), free(path);
@@ -776,7 +776,7 @@ graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o) {
     if (o->batch < 1) return graft_fail(GRAFT_ERR_INVALID, "--batch must be at least 1");
     char *merged = NULL;
     graft_status st = prepare(&R);
-    if (st == GRAFT_OK) st = model_defaults(o->model_path, o->method, o->editor_opts, &merged);
+    if (st == GRAFT_OK) st = graft_edit_model_defaults(o->model_path, o->method, o->editor_opts, &merged);
     if (st == GRAFT_OK) st = graft_editor_create(m, o->method, merged ? merged : o->editor_opts, &R.e);
     free(merged);
     if (st == GRAFT_OK && o->batch > 1 && !R.e->ops->apply_batch)

@@ -46,6 +46,11 @@ typedef struct graft_stream_opts {
 } graft_stream_opts;
 
 void graft_stream_opts_default(graft_stream_opts *o);
+/* The editor options for `method` on the model in model_path: the user's JSON
+ * (NULL: none) with what MODEL/editing.json gives for that method filled in
+ * (options given win). *merged is malloc'ed, or NULL when the model folder
+ * has no editing.json (use the user's options as they are). */
+graft_status graft_edit_model_defaults(const char *model_path, const char *method, const char *user, char **merged);
 graft_status graft_stream_run(graft_model *m, const graft_stream_opts *o);
 
 #endif

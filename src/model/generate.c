@@ -143,14 +143,22 @@ static int sample(const float *logits, int V, float temp, float top_p, uint64_t 
 
 /* ---------------------------------------------------------------- generation */
 
+/* One forward of a generation, between the caller's before/after calls. */
+static graft_status step(graft_run *r, int i, const graft_step_hooks *h, void *user) {
+    graft_status st = h && h->before ? h->before(user, r, i) : GRAFT_OK;
+    if (st == GRAFT_OK) st = graft_run_forward(r);
+    if (h && h->after) h->after(user, r, i);
+    return st;
+}
+
 graft_status graft_generate_ids(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
                                 graft_token_cb cb, void *user, int **out, size_t *n_out) {
     return graft_generate_run(m, prompt, n, opts, cb, user, NULL, NULL, out, n_out);
 }
 
 graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, const graft_gen_opts *opts,
-                                graft_token_cb cb, void *user, graft_step_cb step_cb, void *step_user, int **out,
-                                size_t *n_out) {
+                                graft_token_cb cb, void *user, const graft_step_hooks *hooks, void *step_user,
+                                int **out, size_t *n_out) {
     *out = NULL;
     *n_out = 0;
     graft_gen_opts o;
@@ -183,8 +191,7 @@ graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, con
         int bos_stops = m->format && !strcmp(m->format, "llama2c");
         int len = (int)n, last = len - 1;
         st = graft_run_set_batch(r, prompt, &len, 1, &last, 1);
-        if (st == GRAFT_OK && step_cb) st = step_cb(step_user, r, 0);
-        if (st == GRAFT_OK) st = graft_run_forward(r);
+        if (st == GRAFT_OK) st = step(r, 0, hooks, step_user);
         while (st == GRAFT_OK && made < (size_t)o.max_new_tokens) {
             int id = o.temperature == 0.0f ? argmax(r->logits, cfg->vocab_size)
                                            : sample(r->logits, cfg->vocab_size, o.temperature, o.top_p, &rng, scratch);
@@ -193,10 +200,10 @@ graft_status graft_generate_run(graft_model *m, const int *prompt, size_t n, con
             gen[made++] = id;
             if (cb && cb(user, id)) break;
             if (kv.len >= kv.n_ctx) break; /* context full */
+            if (made == (size_t)o.max_new_tokens) break; /* no logits needed past the last token */
             int one = 1, row = 0;
             st = graft_run_set_batch(r, &id, &one, 1, &row, 1);
-            if (st == GRAFT_OK && step_cb) st = step_cb(step_user, r, (int)made);
-            if (st == GRAFT_OK) st = graft_run_forward(r);
+            if (st == GRAFT_OK) st = step(r, (int)made, hooks, step_user);
         }
     }
     graft_run_free(r);
