@@ -23,7 +23,7 @@ static void usage(FILE *out) {
           "Replays the edit journal of DIR (a `graft edit` run folder) into MODEL and writes the edited\n"
           "model to NEWDIR as a Hugging Face folder: config.json, model.safetensors, generation_config.json,\n"
           "the tokenizer files, and graft_export.json (what was merged). Undone edits are not included.\n"
-          "  -m, --model PATH   the model the edits were made on (default: $GRAFT_MODEL or models/default)\n"
+          "  -m, --model PATH   the model the edits were made on (default: $GRAFT_MODEL, else models/factpara)\n"
           "  --adaptor DIR      the run/adaptor folder (its journal.sqlite)\n"
           "  --out NEWDIR       where to write the edited model (must not already hold a model)\n"
           "  --dtype D          f32 (default; reloads with identical logits), f16 or bf16\n"

@@ -10,7 +10,7 @@ static void usage(FILE *out) {
     fputs("usage: graft generate [-m MODEL] [-p TEXT] [-n N] [--temp T] [--top-p P] [--seed S]\n"
           "                      [--tokenizer PATH] [--no-bos] [--ids]\n"
           "Prints the continuation of the prompt.\n"
-          "  -m, --model PATH   HF folder or llama2.c .bin (default: $GRAFT_MODEL or models/default)\n"
+          "  -m, --model PATH   HF folder or llama2.c .bin (default: $GRAFT_MODEL, else models/factpara)\n"
           "  -p, --prompt TEXT  the prompt (default: empty; generation starts from BOS)\n"
           "  -n, --tokens N     new tokens at most (default 64)\n"
           "  --temp T           sampling temperature; 0 is greedy (default 0)\n"

@@ -23,6 +23,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_util import Server, ServeError, http, tail  # noqa: E402
+
 SKIP = 77
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "factpara"
@@ -63,55 +66,6 @@ except ImportError:
     skip("python3 module selenium is missing (apt-get install python3-selenium)")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(base, method, path, body=None, timeout=30):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read().decode())
-
-
-def tail(path, n=20):
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_for_server(proc, base, log, timeout=60):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise Failure("graft serve exited with %d before answering:\n%s" % (proc.returncode, tail(log)))
-        try:
-            models = http(base, "GET", "/v1/models", timeout=2)
-            need(models.get("object") == "list" and models.get("data"), "GET /v1/models: %r" % models)
-            return
-        except (urllib.error.URLError, ConnectionError, socket.timeout):
-            time.sleep(0.2)
-    raise Failure("graft serve did not answer GET /v1/models within %d s:\n%s" % (timeout, tail(log)))
-
-
-def stop(proc):
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-
 def browser(tmp):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
@@ -125,20 +79,18 @@ def browser(tmp):
 
 
 def run(graft, tmp):
-    port = free_port()
-    base = "http://127.0.0.1:%d" % port
     log = Path(tmp) / "serve.log"
-    cmd = [graft, "serve", "-m", str(MODEL), "--method", "grace", "--out", str(Path(tmp) / "run"),
-           "--port", str(port), "--allow-unauthenticated-edits"]
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
     driver = None
     try:
-        wait_for_server(proc, base, log)
-
+        srv = Server(graft, ["-m", MODEL, "--method", "grace", "--out", Path(tmp) / "run",
+                             "--allow-unauthenticated-edits"], log)
+    except ServeError as e:
+        raise Failure(str(e))
+    base = srv.base
+    try:
         # The greedy answer, through the API, to pick a target it does not already give.
-        r = http(base, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": 16, "temperature": 0})
+        status, r = http(base, "POST", "/v1/completions", {"prompt": PROMPT, "max_tokens": 16, "temperature": 0})
+        need(status == 200, "POST /v1/completions: %d %r" % (status, r))
         api_text = r["choices"][0]["text"]
         target = next((t for t in TARGETS if not api_text.strip().startswith(t)), None)
         need(target, "the model already answers every candidate target: %r" % api_text)
@@ -161,7 +113,7 @@ def run(graft, tmp):
     finally:
         if driver is not None:
             driver.quit()
-        stop(proc)
+        srv.stop()
 
 
 def steps(d, base, api_text, target):
