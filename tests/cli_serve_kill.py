@@ -93,6 +93,19 @@ def client(base, led, stop_at, rnd, k, seed):
             return  # the server died under us: requests still in flight stay in led.in_flight
 
 
+def load(srv, led, rnd, rng, seconds, kill_after=None):
+    """CLIENTS clients against srv for `seconds`; SIGKILL after kill_after s."""
+    stop_at = time.monotonic() + seconds
+    ts = [threading.Thread(target=client, args=(srv.base, led, stop_at, rnd, k, rng.random())) for k in range(CLIENTS)]
+    for t in ts:
+        t.start()
+    if kill_after is not None:
+        time.sleep(kill_after)
+        srv.kill9()
+    for t in ts:
+        t.join()
+
+
 def check(base, led, where):
     status, body = request(base, "GET", "/v1/edits")
     if status != 200:
@@ -156,28 +169,15 @@ def main():
                 srv = Server(graft, args + (["--adaptor", run] if rnd else ["--method", "grace", "--out", run]), log)
                 if rnd:
                     failures += check(srv.base, led, "after kill %d" % rnd)
-                stop_at = time.monotonic() + 5
-                ts = [threading.Thread(target=client, args=(srv.base, led, stop_at, rnd, k, rng.random()))
-                      for k in range(CLIENTS)]
-                for t in ts:
-                    t.start()
-                time.sleep(rng.uniform(0.4, 2.5))
-                srv.kill9()
-                for t in ts:
-                    t.join()
+                # clients for up to 5 s; SIGKILL at a random moment within them
+                load(srv, led, rnd, rng, 5, kill_after=rng.uniform(0.4, 2.5))
                 print("round %d: killed with %d acknowledged edits, %d acknowledged undos, %d requests in flight"
                       % (rnd + 1, len(led.acked), len(led.undone), len(led.in_flight)), file=sys.stderr)
             # last: load without a kill, then the live answers; SIGKILL while idle, and
             # the replayed server must answer exactly as the live one did
             srv = Server(graft, args + ["--adaptor", run], log)
             failures += check(srv.base, led, "after kill %d" % ROUNDS)
-            stop_at = time.monotonic() + 1.5
-            ts = [threading.Thread(target=client, args=(srv.base, led, stop_at, ROUNDS, k, rng.random()))
-                  for k in range(CLIENTS)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
+            load(srv, led, ROUNDS, rng, 1.5)
             live = answers(srv.base, led)
             srv.kill9()
             srv = Server(graft, args + ["--adaptor", run], log)
