@@ -1,5 +1,6 @@
 /* cmd_inspect.c - graft inspect: what a checkpoint is and what it costs. */
 #include "cli.h"
+#include "model/gguf.h"
 
 #include <getopt.h>
 #include <stdlib.h>
@@ -7,7 +8,8 @@
 
 static void usage(FILE *out) {
     fputs("usage: graft inspect [-m MODEL] [--tokenizer PATH] [--json]\n"
-          "Prints the architecture, dimensions, storage dtype, parameter count, tokenizer and memory use.\n",
+          "Prints the architecture, dimensions, storage dtype, parameter count, tokenizer and memory use;\n"
+          "for a GGUF file also its metadata (long arrays summarised) and tensors.\n",
           out);
 }
 
@@ -31,7 +33,17 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     graft_model *m = NULL;
-    if (cli_load_model("inspect", model, tok_path, &m)) return 1;
+    if (cli_load_model("inspect", model, tok_path, &m)) {
+        /* a GGUF file graft cannot run (another architecture, a K-quant...)
+         * still shows its metadata, after the reason */
+        graft_gguf g;
+        if (model && !json && !graft_path_is_dir(model) && graft_is_gguf_file(model) &&
+            graft_gguf_open(model, &g) == GRAFT_OK) {
+            graft_gguf_describe(&g, stdout, false);
+            graft_gguf_close(&g);
+        }
+        return 1;
+    }
     graft_model_info in;
     graft_model_get_info(m, &in);
     graft_tokenizer *tok = graft_model_tokenizer(m);
@@ -42,10 +54,21 @@ int cmd_inspect(int argc, char **argv) {
         printf("{\"arch\": \"%s\", \"format\": \"%s\", \"dtype\": \"%s\", \"n_layer\": %d, \"d_model\": %d, "
                "\"n_head\": %d, \"n_kv_head\": %d, \"head_dim\": %d, \"d_ff\": %d, \"vocab_size\": %d, \"n_ctx\": %d, "
                "\"tied_embeddings\": %s, \"n_params\": %lld, \"mapped_mb\": %.2f, \"heap_mb\": %.2f, "
-               "\"tokenizer\": \"%s\", \"tokenizer_vocab\": %d}\n",
+               "\"tokenizer\": \"%s\", \"tokenizer_vocab\": %d",
                in.arch_name, in.format, in.dtype, in.n_layer, in.d_model, in.n_head, in.n_kv_head, in.head_dim, in.d_ff,
                in.vocab_size, in.n_ctx, in.tied_embeddings ? "true" : "false", (long long)in.n_params,
                in.mapped_bytes * mib, in.heap_bytes * mib, tk, tv);
+    }
+    /* a GGUF file's own metadata, read again (the model keeps only what it uses) */
+    graft_gguf g;
+    bool is_gguf = model && !graft_path_is_dir(model) && graft_is_gguf_file(model);
+    if (is_gguf && graft_gguf_open(model, &g) != GRAFT_OK) is_gguf = false;
+    if (json) {
+        if (is_gguf) {
+            printf(", \"gguf\": ");
+            graft_gguf_describe(&g, stdout, true);
+        }
+        printf("}\n");
     } else {
         printf("architecture   %s (%s checkpoint, %s weights)\n", in.arch_name, in.format, in.dtype);
         printf("layers         %d\n", in.n_layer);
@@ -59,7 +82,9 @@ int cmd_inspect(int argc, char **argv) {
         printf("weights        %.2f MiB memory-mapped, %.2f MiB on the heap\n", in.mapped_bytes * mib,
                in.heap_bytes * mib);
         printf("tokenizer      %s (%d tokens)\n", tk, tv);
+        if (is_gguf) graft_gguf_describe(&g, stdout, false);
     }
+    if (is_gguf) graft_gguf_close(&g);
     graft_model_free(m);
     return 0;
 }

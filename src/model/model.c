@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE /* sincos */
 #include "internal.h"
+#include "model/gguf.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,12 +22,23 @@ graft_status graft_model_load(const char *path, graft_model **out) {
         free(m);
         return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
     }
-    /* A folder is a Hugging Face checkpoint; a single file can only be a
-     * llama2.c .bin (a bare .safetensors has no config to give it shape). */
-    graft_status st = graft_path_is_dir(path) ? graft_load_hf(m, path) : graft_load_llama2c(m, path);
+    /* A folder is a Hugging Face checkpoint; a single file is a GGUF file
+     * (known by its magic or its .gguf name) or a llama2.c .bin (a bare
+     * .safetensors has no config to give it shape). */
+    size_t plen = strlen(path);
+    bool gguf = !graft_path_is_dir(path) &&
+                (graft_is_gguf_file(path) || (plen >= 5 && strcmp(path + plen - 5, ".gguf") == 0));
+    graft_status st = graft_path_is_dir(path) ? graft_load_hf(m, path)
+                      : gguf                  ? graft_load_gguf(m, path)
+                                              : graft_load_llama2c(m, path);
     if (st != GRAFT_OK) {
         graft_model_free(m);
         return st;
+    }
+    /* A GGUF file carries its own tokenizer (or none). */
+    if (gguf) {
+        *out = m;
+        return GRAFT_OK;
     }
     /* The tokenizer beside the model. None at all is fine (ids still work,
      * or the caller hands one over); one that is there but broken is an error

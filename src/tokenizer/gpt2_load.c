@@ -34,6 +34,7 @@ typedef struct merge_spec {
 typedef struct gpt2_src {
     const char *vocab_path, *merges_path;
     bool json;            /* tokenizer.json: fields are named model.vocab etc. */
+    bool gguf;            /* GGUF: fields are named tokenizer.ggml.tokens etc. */
     const cJSON *vocab;   /* object: token string -> id */
     const cJSON *added;   /* tokenizer.json added_tokens, or NULL */
     merge_spec *merges;
@@ -49,10 +50,13 @@ typedef struct gpt2_build {
     size_t max_key_len;
 } gpt2_build;
 
-static const char *vocab_field(const gpt2_src *src) { return src->json ? "model.vocab" : "vocab"; }
+static const char *vocab_field(const gpt2_src *src) {
+    return src->gguf ? "tokenizer.ggml.tokens" : src->json ? "model.vocab" : "vocab";
+}
 
 static void merge_where(const gpt2_src *src, size_t where, char *buf, size_t size) {
-    if (src->json) snprintf(buf, size, "model.merges[%zu]", where);
+    if (src->gguf) snprintf(buf, size, "tokenizer.ggml.merges[%zu]", where);
+    else if (src->json) snprintf(buf, size, "model.merges[%zu]", where);
     else snprintf(buf, size, "line %zu", where);
 }
 
@@ -496,5 +500,71 @@ graft_status tok_gpt2_load_json(graft_tokenizer *t, const char *path) {
     free(src.merges);
     cJSON_Delete(root);
     free(text);
+    return st;
+}
+
+/* ================================================================ token lists (GGUF) */
+
+/* GGUF token types (llama.cpp's llama_token_type). */
+#define TT_CONTROL 3
+#define TT_USER_DEFINED 4
+#define TT_UNUSED 5
+
+/* The list is turned into the JSON tree tokenizer.json would give (vocab
+ * object, added_tokens array), so that one builder checks and builds every
+ * kind of source. */
+graft_status tok_gpt2_load_list(graft_tokenizer *t, const char *where, int n, const char *const *tokens,
+                                const size_t *lens, const int32_t *types, size_t n_merges,
+                                const char *const *merges, const size_t *merge_lens) {
+    gpt2_src src = {.vocab_path = where, .merges_path = where, .json = true, .gguf = true};
+    cJSON *vocab = cJSON_CreateObject(), *added = cJSON_CreateArray();
+    merge_spec *ms = malloc((n_merges ? n_merges : 1) * sizeof *ms);
+    char *key = NULL;
+    size_t key_cap = 0;
+    graft_status st = (vocab && added && ms) ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", where);
+    for (int i = 0; i < n && st == GRAFT_OK; i++) {
+        int32_t ty = types ? types[i] : 1;
+        if (ty == TT_UNUSED) continue;
+        if (memchr(tokens[i], 0, lens[i])) {
+            st = graft_fail(GRAFT_ERR_FORMAT, "%s: tokenizer.ggml.tokens[%d] contains a NUL byte", where, i);
+            break;
+        }
+        if (lens[i] + 1 > key_cap) {
+            free(key);
+            key_cap = 2 * lens[i] + 16;
+            if (!(key = malloc(key_cap))) {
+                st = graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", where);
+                break;
+            }
+        }
+        memcpy(key, tokens[i], lens[i]);
+        key[lens[i]] = '\0';
+        if (!cJSON_AddNumberToObject(vocab, key, i)) st = graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", where);
+        if (st == GRAFT_OK && (ty == TT_CONTROL || ty == TT_USER_DEFINED) && lens[i] > 0) {
+            cJSON *e = cJSON_CreateObject();
+            if (!e || !cJSON_AddNumberToObject(e, "id", i) || !cJSON_AddStringToObject(e, "content", key) ||
+                !cJSON_AddItemToArray(added, e)) {
+                cJSON_Delete(e);
+                st = graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", where);
+            }
+        }
+    }
+    for (size_t i = 0; i < n_merges && st == GRAFT_OK; i++) {
+        if (!split_pair(merges[i], merge_lens[i], &ms[i]))
+            st = graft_fail(GRAFT_ERR_FORMAT, "%s: tokenizer.ggml.merges[%zu]: expected two tokens separated by one space",
+                            where, i);
+        ms[i].where = i;
+    }
+    if (st == GRAFT_OK) {
+        src.vocab = vocab;
+        src.added = added;
+        src.merges = ms;
+        src.n_merges = n_merges;
+        st = build(t, &src);
+    }
+    free(key);
+    free(ms);
+    cJSON_Delete(vocab);
+    cJSON_Delete(added);
     return st;
 }

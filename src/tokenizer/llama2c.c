@@ -151,21 +151,48 @@ static graft_status rank_scores(graft_tokenizer *t) {
     return GRAFT_OK;
 }
 
-graft_status tok_llama2c_load(graft_tokenizer *t, const char *path) {
-    char *data = NULL;
-    size_t size = 0;
+graft_status tok_llama2c_load_mem(graft_tokenizer *t, const char *path, const void *data, size_t size) {
     int max_len = 0, n = 0;
     t->kind = TOK_LLAMA2C;
-    GRAFT_TRY(graft_read_file(path, &data, &size));
-    const uint8_t *d = (const uint8_t *)data;
+    const uint8_t *d = data;
     graft_status st = count_records(path, d, size, &max_len, &n);
     if (st == GRAFT_OK) st = alloc_spm(t, n, size - 4 - (size_t)n * 8);
     if (st == GRAFT_OK) st = read_pieces(t, d, size);
     if (st == GRAFT_OK) st = rank_scores(t);
-    free(data);
+    t->spm.header_max_len = max_len;
     t->bos = L2C_BOS;
     t->eos = L2C_EOS;
     return st;
+}
+
+graft_status tok_llama2c_load(graft_tokenizer *t, const char *path) {
+    char *data = NULL;
+    size_t size = 0;
+    GRAFT_TRY(graft_read_file(path, &data, &size));
+    graft_status st = tok_llama2c_load_mem(t, path, data, size);
+    free(data);
+    return st;
+}
+
+graft_status tok_llama2c_to_mem(const graft_tokenizer *t, char **data, size_t *size) {
+    const tok_spm *s = &t->spm;
+    size_t n = 4;
+    for (int id = 0; id < t->n_vocab; id++) n += 8 + (size_t)s->raw_len[id];
+    uint8_t *d = malloc(n);
+    if (!d) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", t->path);
+    int32_t mx = s->header_max_len > s->max_len ? s->header_max_len : s->max_len;
+    memcpy(d, &mx, 4);
+    size_t k = 4;
+    for (int id = 0; id < t->n_vocab; id++) {
+        int32_t len = s->raw_len[id];
+        memcpy(d + k, &s->score[id], 4);
+        memcpy(d + k + 4, &len, 4);
+        memcpy(d + k + 8, s->raw + s->raw_off[id], (size_t)len);
+        k += 8 + (size_t)len;
+    }
+    *data = (char *)d;
+    *size = n;
+    return GRAFT_OK;
 }
 
 void tok_llama2c_free(tok_spm *s) {

@@ -302,7 +302,9 @@ static graft_status save_bpe(const graft_tokenizer *t, const char *dir, long max
 static graft_status save_llama2c(const graft_tokenizer *t, const char *dir) {
     char *data = NULL;
     size_t size = 0;
-    GRAFT_TRY(graft_read_file(t->path, &data, &size));
+    /* Rebuilt from the pieces and scores (the same bytes as the file it came
+     * from, and possible for one that came embedded in a GGUF file). */
+    GRAFT_TRY(tok_llama2c_to_mem(t, &data, &size));
     char *path = graft_path_join(dir, "tokenizer.bin");
     graft_status st =
         path ? graft_write_file_atomic(path, data, size) : graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", dir);

@@ -121,6 +121,7 @@ typedef struct tok_spm {
     int32_t *rank;        /* dense rank of the score, best first; -1: never a merge result */
     tok_map lookup;       /* raw piece -> id (lowest id wins) */
     int max_len;          /* longest raw piece actually present */
+    int header_max_len;   /* max_token_length as the file stated it */
 } tok_spm;
 
 struct graft_tokenizer {
@@ -142,6 +143,13 @@ graft_status tok_pieces_alloc(graft_tokenizer *t, int n);
 /* GPT-2 byte-level BPE (gpt2_load.c, gpt2_encode.c). */
 graft_status tok_gpt2_load_files(graft_tokenizer *t, const char *vocab_path, const char *merges_path);
 graft_status tok_gpt2_load_json(graft_tokenizer *t, const char *path);
+/* From a token list in id order (GGUF's tokenizer.ggml.tokens/token_type/
+ * merges; `where` names the file in messages): tokens[i] of lens[i] bytes is
+ * id i in the byte-level spelling; types[i] (may be NULL) 3 or 4 marks an
+ * added (control / user-defined) token, 5 an unused slot; merges are "a b". */
+graft_status tok_gpt2_load_list(graft_tokenizer *t, const char *where, int n, const char *const *tokens,
+                                const size_t *lens, const int32_t *types, size_t n_merges,
+                                const char *const *merges, const size_t *merge_lens);
 graft_status tok_gpt2_encode(const graft_tokenizer *t, const char *text, size_t len, tok_ids *out);
 void tok_gpt2_free(tok_bpe *b);
 /* End of the pre-tokenizer word that starts at s[i] (i < n). */
@@ -163,6 +171,10 @@ graft_status tok_bpe_learn(const char *text, size_t len, int vocab_size, tok_lea
 
 /* llama2.c tokenizer (llama2c.c). */
 graft_status tok_llama2c_load(graft_tokenizer *t, const char *path);
+/* The same from a tokenizer.bin image in memory (path names it in messages). */
+graft_status tok_llama2c_load_mem(graft_tokenizer *t, const char *path, const void *data, size_t size);
+/* The tokenizer.bin image of t (malloc'ed): the pieces and scores it holds. */
+graft_status tok_llama2c_to_mem(const graft_tokenizer *t, char **data, size_t *size);
 /* dummy: prepend SentencePiece's dummy-prefix space (a text of its own);
  * false: the text continues earlier text (graft_tokenize_pair). */
 graft_status tok_llama2c_encode(const graft_tokenizer *t, const char *text, size_t len, bool dummy, tok_ids *out);

@@ -24,7 +24,8 @@ graft_status graft_tokenizer_create_bytes(graft_tokenizer **out);
  *    and with GPT-2's regex, ByteLevel decoder, added_tokens), vocab.json,
  *    merges.txt, tokenizer_config.json (GPT2Tokenizer, bos/eos/unk) and
  *    special_tokens_map.json - what save_pretrained writes for GPT-2;
- *  - llama2.c tokenizers: a copy of the original file as tokenizer.bin
+ *  - llama2.c tokenizers: tokenizer.bin rebuilt from its pieces and scores
+ *    (byte for byte the file it was loaded from)
  *    (graft's format; transformers cannot read it).
  * model_max_length goes into tokenizer_config.json (<= 0: left out).
  * Every file is written atomically. graft_tokenizer_load(dir) gives the same
