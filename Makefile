@@ -3,8 +3,9 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all deps configure test bench demo clean
+.PHONY: all deps configure test bench demo install clean
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -23,6 +24,10 @@ bench: all
 
 demo: all
 	bash scripts/demo.sh $(BUILD)
+
+# bin/graft, lib/libgraft.a, lib/libgraft.so*, include/graft.h, lib/pkgconfig/graft.pc
+install: all
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
 	rm -rf $(BUILD)

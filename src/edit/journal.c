@@ -240,6 +240,23 @@ void graft_journal_entry_free(graft_journal_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
+graft_status graft_journal_copy(graft_journal *j, const char *dir) {
+    GRAFT_TRY(graft_mkdir_p(dir));
+    char *path = graft_path_join(dir, "journal.sqlite");
+    if (!path) return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
+    graft_status st = GRAFT_OK;
+    if (graft_path_exists(path))
+        st = graft_fail(GRAFT_ERR_INVALID, "%s already holds an edit journal; choose another folder", dir);
+    /* VACUUM INTO writes one self-contained file from a read transaction:
+     * no WAL to carry along, and no edit half-copied */
+    char *sql = st == GRAFT_OK ? sqlite3_mprintf("VACUUM INTO %Q", path) : NULL;
+    if (st == GRAFT_OK && !sql) st = graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
+    if (st == GRAFT_OK) st = exec(j, sql);
+    sqlite3_free(sql);
+    free(path);
+    return st;
+}
+
 typedef struct {
     graft_journal *j;
     graft_editor *e;

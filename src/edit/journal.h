@@ -53,6 +53,11 @@ graft_status graft_journal_each(graft_journal *j, graft_journal_fn fn, void *use
 graft_status graft_journal_get(graft_journal *j, int64_t id, graft_journal_entry *e);
 void graft_journal_entry_free(graft_journal_entry *e);
 
+/* Write a consistent copy of the whole journal to DIR/journal.sqlite (DIR
+ * created if missing; an existing journal there is refused): DIR is then an
+ * adaptor folder of its own. */
+graft_status graft_journal_copy(graft_journal *j, const char *dir);
+
 /* Revert edit `id` in e (which holds the replayed state) and log the undo. */
 graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id);
 
