@@ -145,12 +145,13 @@ int cmd_export(int argc, char **argv) {
     st = graft_adaptor_open(m, dir, &e, NULL);
     if (st != GRAFT_OK)
         cli_fail_status("export", st);
-    else if (!e->ops->reset)
-        /* an activation editor: its state is not a weight delta */
+    else if (e->ops->attach)
+        /* an activation editor (GRACE, MELO: MELO resets too, so `reset` does
+         * not tell them apart): its state is not a weight delta */
         cli_fail("export",
-                 "%s holds %s edits, which act on activations through a codebook (keys, values, radii) and "
-                 "cannot be merged into the weights; serve them with --adaptor %s (graft generate/score), or "
-                 "save the codebook with `graft edits export FILE --adaptor %s`",
+                 "%s holds %s edits, which act on activations through hooks (a codebook, or LoRA blocks chosen "
+                 "per input) and cannot be merged into the weights; serve them with --adaptor %s (graft "
+                 "generate/score/serve), or save their state with `graft edits export FILE --adaptor %s`",
                  dir, e->ops->name, dir, dir);
     else if (out && ((st = graft_model_save_hf(m, out, dt)) != GRAFT_OK ||
                      (st = write_provenance(out, model, dir, e, dt)) != GRAFT_OK))

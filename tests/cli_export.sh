@@ -70,6 +70,12 @@ case "$opts" in *'"ewc_lambda":50,"ewc_window":2'*) ok ;; *) bad "ewc options no
 "$GRAFT" export -m "$BIN" --adaptor "$tmp/grace" --out "$tmp/xg" >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "cannot be merged" "$tmp/err" && grep -q -- "--adaptor" "$tmp/err" && ok || bad "grace export: exit $rc $(cat "$tmp/err")"
 [ ! -e "$tmp/xg/model.safetensors" ] && ok || bad "a refused export wrote a model"
+# nor MELO (its LoRA blocks act per input; it resets like a weight editor, which once let it through
+# and wrote the unedited weights)
+"$GRAFT" edit -m "$BIN" --data "$DATA/stories_edits.jsonl" --method melo --radius 0.5 --n 4 --eval-every 4 --no-progress \
+  --out "$tmp/melo" >/dev/null 2>"$tmp/err" && ok || bad "melo run: $(tail -3 "$tmp/err")"
+"$GRAFT" export -m "$BIN" --adaptor "$tmp/melo" --out "$tmp/xm" --gguf "$tmp/xm.gguf" >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "cannot be merged" "$tmp/err" && [ ! -e "$tmp/xm/model.safetensors" ] && [ ! -e "$tmp/xm.gguf" ] && ok || bad "melo export: exit $rc $(cat "$tmp/err")"
 
 # usage and option errors
 "$GRAFT" export -m "$BIN" --out "$tmp/xx" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "export without --adaptor: want exit 2"
