@@ -282,6 +282,61 @@ static void test_sign(void) {
     graft_model_free(m);
 }
 
+/* alpha_scale multiplies every alpha, and the change record keeps the
+ * scaled one: the weight change of a scaled editor is scale times the
+ * unscaled one (each element adds alpha * one sum; measured as W_after -
+ * W_before, so to the rounding of W's own size), and a replay of its record
+ * by an unscaled editor writes the same weights bit for bit. */
+static void test_alpha_scale(void) {
+    graft_model *m = tiny_model();
+    int p[6], t[2];
+    graft_edit_tok r;
+    request(5, p, t, &r);
+    const char *opts[2] = {"{\"allow_untrained\": true, \"rank\": 8}",
+                           "{\"allow_untrained\": true, \"rank\": 8, \"alpha_scale\": 2}"};
+    graft_param *w = NULL;
+    float *delta[2] = {NULL, NULL}, *after = NULL;
+    graft_blob ch = {0};
+    for (int k = 0; k < 2; k++) {
+        graft_editor *e = NULL;
+        CHECK_OK(graft_editor_create(m, "mend", opts[k], &e));
+        float *al;
+        w = graft_mend_mat(e, 0, NULL, NULL, &al, NULL);
+        CHECK_MSG(fabsf(*al - (k ? -2e-4f : -1e-4f)) < 1e-9f, "alpha %g with alpha_scale %d", (double)*al, k + 1);
+        float *before = malloc(w->numel * sizeof(float));
+        memcpy(before, w->data, w->numel * sizeof(float));
+        graft_edit_info info;
+        graft_blob_free(&ch);
+        CHECK_OK(e->ops->apply(e, &r, &info, &ch));
+        delta[k] = malloc(w->numel * sizeof(float));
+        for (size_t i = 0; i < w->numel; i++) delta[k][i] = w->data[i] - before[i];
+        free(after);
+        after = malloc(w->numel * sizeof(float));
+        memcpy(after, w->data, w->numel * sizeof(float));
+        free(before);
+        CHECK_OK(e->ops->reset(e));
+        e->ops->free(e);
+    }
+    /* an unscaled editor replays the scaled record to the same weights */
+    graft_editor *plain = NULL;
+    CHECK_OK(graft_editor_create(m, "mend", opts[0], &plain));
+    CHECK_OK(plain->ops->replay(plain, ch.data, ch.len));
+    w = graft_mend_mat(plain, 0, NULL, NULL, NULL, NULL);
+    CHECK_MSG(!memcmp(w->data, after, w->numel * sizeof(float)), "replaying a scaled record gives other weights");
+    CHECK_OK(plain->ops->reset(plain));
+    plain->ops->free(plain);
+    double num = 0, den = 0, nz = 0;
+    for (size_t i = 0; i < w->numel; i++) {
+        num += fabs(delta[1][i] - 2 * delta[0][i]);
+        den += fabs(delta[0][i]);
+        nz += delta[0][i] != 0;
+    }
+    CHECK_MSG(nz > 0 && num <= 1e-2 * den, "scale 2 should double the weight change: |d2 - 2 d1| %g of |d1| %g", num, den);
+    free(delta[0]), free(delta[1]), free(after);
+    graft_blob_free(&ch);
+    graft_model_free(m);
+}
+
 /* ---------------------------------------------------------------- round trips */
 
 static float *copy_weights(const graft_model *m) {
@@ -481,6 +536,7 @@ int main(void) {
     test_block_fd();
     test_welford();
     test_sign();
+    test_alpha_scale();
     test_chain_fd();
     test_replay_reset_save();
     test_refusals();

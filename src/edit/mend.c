@@ -91,6 +91,7 @@ void graft_mend_opts_default(graft_mend_opts *o) {
     o->rank = 64;
     o->init_lr = 1e-4f;
     o->seed = 42;
+    o->alpha_scale = 1.0f;
 }
 
 static blk_view view(const mend_net *nt, float *flat, int k) {
@@ -802,6 +803,9 @@ graft_status graft_mend_create(graft_model *m, const graft_mend_opts *opts, graf
         st = graft_mend_load(&me->base, o.dir, 0);
         me->trained = st == GRAFT_OK;
     }
+    /* a calibrated step size: the change records keep the scaled alphas, so
+     * replay does not depend on this option */
+    for (int i = 0; st == GRAFT_OK && i < me->n_mats; i++) me->mats[i].alpha *= o.alpha_scale;
     if (st != GRAFT_OK) {
         mend_free(&me->base);
         return st;
@@ -1248,6 +1252,7 @@ graft_status graft_mend_opts_from_json(const void *cjson, graft_mend_opts *o, co
         else if (!strcmp(k, "rank")) ok = num && it->valuedouble >= 1, o->rank = it->valueint;
         else if (!strcmp(k, "init_lr")) ok = num && it->valuedouble >= 0, o->init_lr = (float)it->valuedouble;
         else if (!strcmp(k, "seed")) ok = num, o->seed = (uint64_t)it->valuedouble;
+        else if (!strcmp(k, "alpha_scale")) ok = num && it->valuedouble > 0, o->alpha_scale = (float)it->valuedouble;
         else if (!strcmp(k, "layers")) {
             int n = cJSON_GetArraySize(it);
             ok = cJSON_IsArray(it) && n >= 1 && n <= GRAFT_MEND_MAX_LAYERS;
@@ -1276,5 +1281,6 @@ graft_status graft_mend_opts_to_json(graft_editor *e, void *cjson) {
     ok &= cJSON_AddNumberToObject(j, "rank", o->rank) != NULL;
     ok &= cJSON_AddNumberToObject(j, "init_lr", o->init_lr) != NULL;
     ok &= cJSON_AddNumberToObject(j, "seed", (double)o->seed) != NULL;
+    ok &= cJSON_AddNumberToObject(j, "alpha_scale", o->alpha_scale) != NULL;
     return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
 }

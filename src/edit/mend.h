@@ -44,13 +44,15 @@ typedef struct graft_mend_opts {
     int rank;                  /* rank of g's blocks, capped at D (untrained editors; 64) */
     float init_lr;             /* |alpha| at init (1e-4); alpha starts negative, see above */
     uint64_t seed;             /* V's N(0,1) init (42) */
+    float alpha_scale;         /* multiplies a trained editor's alphas: a step size calibrated after
+                                  training, on held-out records (1; docs/MEND.md) */
 } graft_mend_opts;
 
 void graft_mend_opts_default(graft_mend_opts *o);
 graft_status graft_mend_create(graft_model *m, const graft_mend_opts *o, graft_editor **out);
 int graft_mend_is(const graft_editor *e);
 /* Options JSON <-> struct (factory.c); keys: editor, allow_untrained,
- * layers, rank, init_lr, seed. Unknown keys are errors. */
+ * layers, rank, init_lr, seed, alpha_scale. Unknown keys are errors. */
 graft_status graft_mend_opts_from_json(const void *cjson, graft_mend_opts *o, const char *where);
 graft_status graft_mend_opts_to_json(graft_editor *e, void *cjson);
 
