@@ -28,6 +28,19 @@ for i in 1 2 3 4; do "$GRAFT" edits undo $i --adaptor "$tmp/a" -m "$M" >/dev/nul
 after=$("$GRAFT" generate -m "$M" --adaptor "$tmp/a" -p "$p" -n 8 --temp 0 2>/dev/null)
 [ "$after" = "$base" ] && ok || bad "after undoing all: '$after' vs unedited '$base'"
 
+# the default model's editor (models/factpara/mend) with its calibrated step size from editing.json
+FP=$DATA/../../models/factpara
+if [ -f "$FP/mend/mend.safetensors" ]; then
+  "$GRAFT" edit -m "$FP" --method mend --data "$DATA/../../data/facts2/edit_stream.json" --format counterfact --n 6 \
+    --eval-at end --no-progress --out "$tmp/fp" >/dev/null 2>"$tmp/err" && ok || bad "factpara mend stream: $(tail -3 "$tmp/err")"
+  jq -e '.editor_options.alpha_scale > 1.19 and .editor_options.alpha_scale < 1.21' "$tmp/fp/summary.json" >/dev/null &&
+    ok || bad "editing.json's mend alpha_scale not applied: $(jq -c .editor_options "$tmp/fp/summary.json")"
+  es=$(tail -1 "$tmp/fp/results.jsonl" | jq '.es_gen')
+  awk -v e="$es" 'BEGIN { exit !(e >= 0.5) }' && ok || bad "factpara: ES $es on the first 6 edits"
+else
+  echo "SKIP (part): $FP/mend is absent" >&2
+fi
+
 # meta-training: a few steps, checkpoint, resume to a later step
 CF=${GRAFT_SHARED_DIR:-$DATA/../../../shared}/data/counterfact/counterfact-train.json
 if [ ! -f "$CF" ]; then
