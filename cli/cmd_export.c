@@ -68,17 +68,6 @@ static graft_status write_provenance(const char *out, const char *model, const c
     return st;
 }
 
-static int holds_model(const char *dir) {
-    static const char *const names[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *p = graft_path_join(dir, names[i]);
-        int there = p && graft_path_exists(p);
-        free(p);
-        if (there) return 1;
-    }
-    return 0;
-}
-
 int cmd_export(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"adaptor", required_argument, 0, 'a'},
                                          {"out", required_argument, 0, 'o'},   {"dtype", required_argument, 0, 'd'},
@@ -119,7 +108,7 @@ int cmd_export(int argc, char **argv) {
     if (!model) model = cli_default_model();
     if (out && model && !strcmp(model, out))
         return cli_fail("export", "--out is the model itself; write the edited model elsewhere");
-    if (out && holds_model(out))
+    if (out && graft_dir_holds_model(out))
         return cli_fail("export", "%s already holds a model; choose another --out (export never overwrites a model)", out);
     if (gguf && model && !strcmp(model, gguf))
         return cli_fail("export", "--gguf is the model itself; write the GGUF file elsewhere");

@@ -214,87 +214,22 @@ static graft_status encode_item(graft_model *m, const char *prompt, const char *
     return st;
 }
 
-/* Put the editor back to the journal's state after an edit that was applied
- * but could not be journaled (an edit the journal does not hold must not
- * stay in the model). */
-static graft_status restore(graft_session *s, const graft_blob *ch) {
-    graft_editor *e = s->e;
-    if (!e->ops->reset) return e->ops->revert(e, ch->data, ch->len);
-    GRAFT_TRY(e->ops->reset(e));
-    e->n_edits = 0;
-    return graft_journal_replay(s->j, e, NULL, NULL);
-}
-
 graft_status graft_session_edit(graft_session *s, const char *prompt, const char *target, const char *subject,
                                 graft_edit_result *res) {
     if (res) memset(res, 0, sizeof *res);
     if (!s) return graft_fail(GRAFT_ERR_INVALID, "session: NULL");
-    if (!prompt || !*prompt) return graft_fail(GRAFT_ERR_INVALID, "prompt: required, a non-empty string");
-    if (!target || !*target) return graft_fail(GRAFT_ERR_INVALID, "target: required, a non-empty string");
-    graft_eval_item it;
-    GRAFT_TRY(encode_item(s->m, prompt, target, "edit", &it));
-    graft_tokenizer *tok = graft_model_tokenizer(s->m);
-    graft_edit_tok req = {it.prompt, it.n_prompt, it.target, it.n_target,
-                          subject && *subject ? graft_subject_last(tok, prompt, subject) : -1};
-    if (req.subject_last >= req.n_prompt) req.subject_last = -1;
-    graft_edit_info info;
-    memset(&info, 0, sizeof info);
-    graft_blob ch = {0};
-    double t0 = graft_now_s();
-    graft_status st = s->e->ops->apply(s->e, &req, &info, &ch);
-    double secs = graft_now_s() - t0;
-    /* did it take: greedy generation of the target's length gives the target */
-    int gen_ok = 0;
-    int *gen = st == GRAFT_OK ? malloc((size_t)it.n_target * sizeof(int)) : NULL;
-    if (st == GRAFT_OK && !gen) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    if (st == GRAFT_OK) st = graft_eval_gen(s->m, s->e, &it, 1, gen);
-    if (st == GRAFT_OK) gen_ok = !memcmp(gen, it.target, (size_t)it.n_target * sizeof(int));
-    free(gen);
-    char *reqjs = NULL;
-    if (st == GRAFT_OK) {
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "prompt", prompt);
-        cJSON_AddStringToObject(r, "target", target);
-        if (subject && *subject) cJSON_AddStringToObject(r, "subject", subject);
-        cJSON_AddNumberToObject(r, "es_gen", gen_ok);
-        cJSON_AddStringToObject(r, "source", "api");
-        reqjs = cJSON_PrintUnformatted(r);
-        cJSON_Delete(r);
-        if (!reqjs) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    }
-    graft_journal_entry en;
-    memset(&en, 0, sizeof en);
-    if (st == GRAFT_OK) {
-        en.seq = -1;
-        en.kind = "edit";
-        en.method = s->e->ops->name;
-        en.request = reqjs;
-        en.info = info;
-        en.seconds = secs;
-        en.change = ch.data;
-        en.change_len = ch.len;
-        st = graft_journal_append(s->j, &en);
-    }
-    if (st != GRAFT_OK && ch.data) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", graft_last_error());
-        if (restore(s, &ch) != GRAFT_OK)
-            graft_fail(st, "%s; and the edit could not be taken back (%s): reopen the session", msg, graft_last_error());
-        else
-            graft_fail(st, "%s", msg);
-    }
-    free(reqjs);
-    graft_blob_free(&ch);
-    graft_eval_item_free(&it);
-    if (st != GRAFT_OK) return st;
+    graft_tokenizer *tok;
+    GRAFT_TRY(need_tokenizer(s->m, &tok));
+    graft_text_edit ed;
+    GRAFT_TRY(graft_journal_edit_text(s->j, s->e, tok, prompt, target, subject, "api", &ed));
     s->live++;
     if (res) {
-        res->id = en.id;
-        res->reproduced = gen_ok;
-        res->iterations = info.iterations;
-        res->seconds = secs;
-        res->loss_before = info.loss_first;
-        res->loss_after = info.loss_last;
+        res->id = ed.id;
+        res->reproduced = ed.reproduced;
+        res->iterations = ed.info.iterations;
+        res->seconds = ed.seconds;
+        res->loss_before = ed.info.loss_first;
+        res->loss_after = ed.info.loss_last;
     }
     return GRAFT_OK;
 }
@@ -304,18 +239,6 @@ graft_status graft_session_undo(graft_session *s, int64_t id) {
     GRAFT_TRY(graft_journal_undo(s->j, s->e, id));
     s->live--;
     return GRAFT_OK;
-}
-
-/* dir already holds a model: saving never overwrites one */
-static int holds_model(const char *dir) {
-    static const char *const names[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *p = graft_path_join(dir, names[i]);
-        int there = p && graft_path_exists(p);
-        free(p);
-        if (there) return 1;
-    }
-    return 0;
 }
 
 /* dir/graft_export.json: what the saved weights hold (the fields graft
@@ -360,7 +283,7 @@ graft_status graft_session_save(graft_session *s, const char *dir, const char *d
     else return graft_fail(GRAFT_ERR_INVALID, "dtype: want f32, f16 or bf16, got '%s'", dtype);
     if (s->m->path && same_dir(dir, s->m->path))
         return graft_fail(GRAFT_ERR_INVALID, "dir: %s is the model itself; save the edited model elsewhere", dir);
-    if (holds_model(dir))
+    if (graft_dir_holds_model(dir))
         return graft_fail(GRAFT_ERR_INVALID, "dir: %s already holds a model (saving never overwrites one)", dir);
     GRAFT_TRY(graft_model_save_hf(s->m, dir, dt));
     return write_provenance(s, dir, dt);

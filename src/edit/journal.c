@@ -1,6 +1,8 @@
 /* journal.c - the SQLite edit log. See journal.h for the contract. */
 #include "journal.h"
+#include "eval.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -323,5 +325,83 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
         if (st == GRAFT_OK) st = graft_journal_replay(j, e, NULL, NULL);
     }
     graft_journal_entry_free(&target);
+    return st;
+}
+
+/* ---------------------------------------------------------------- one edit from text */
+
+/* Put e back to the journal's state after an edit that was applied but could
+ * not be journaled. */
+static graft_status take_back(graft_journal *j, graft_editor *e, const graft_blob *ch) {
+    if (!e->ops->reset) return e->ops->revert(e, ch->data, ch->len);
+    GRAFT_TRY(e->ops->reset(e));
+    e->n_edits = 0;
+    return graft_journal_replay(j, e, NULL, NULL);
+}
+
+graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_tokenizer *tok, const char *prompt,
+                                     const char *target, const char *subject, const char *source,
+                                     graft_text_edit *out) {
+    memset(out, 0, sizeof *out);
+    if (!prompt || !*prompt) return graft_fail(GRAFT_ERR_INVALID, "prompt: required, a non-empty string");
+    if (!target || !*target) return graft_fail(GRAFT_ERR_INVALID, "target: required, a non-empty string");
+    graft_eval_item it;
+    GRAFT_TRY(graft_encode_pair(tok, prompt, target, &it));
+    int n_ctx = e->m->cfg.n_ctx;
+    if (it.n_prompt + it.n_target > n_ctx || it.n_target < 1) {
+        graft_eval_item_free(&it);
+        return graft_fail(GRAFT_ERR_RANGE, "prompt + target are %d + %d tokens; the model's context is %d",
+                          it.n_prompt, it.n_target, n_ctx);
+    }
+    graft_edit_tok req = {it.prompt, it.n_prompt, it.target, it.n_target,
+                          subject && *subject ? graft_subject_last(tok, prompt, subject) : -1};
+    if (req.subject_last >= req.n_prompt) req.subject_last = -1;
+    graft_blob ch = {0};
+    double t0 = graft_now_s();
+    graft_status st = e->ops->apply(e, &req, &out->info, &ch);
+    out->seconds = graft_now_s() - t0;
+    int *gen = st == GRAFT_OK ? malloc((size_t)it.n_target * sizeof(int)) : NULL;
+    if (st == GRAFT_OK && !gen) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    if (st == GRAFT_OK) st = graft_eval_gen(e->m, e, &it, 1, gen);
+    if (st == GRAFT_OK) out->reproduced = !memcmp(gen, it.target, (size_t)it.n_target * sizeof(int));
+    free(gen);
+    char *reqjs = NULL;
+    if (st == GRAFT_OK) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "prompt", prompt);
+        cJSON_AddStringToObject(r, "target", target);
+        if (subject && *subject) cJSON_AddStringToObject(r, "subject", subject);
+        cJSON_AddNumberToObject(r, "es_gen", out->reproduced);
+        if (source) cJSON_AddStringToObject(r, "source", source);
+        reqjs = cJSON_PrintUnformatted(r);
+        cJSON_Delete(r);
+        if (!reqjs) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    }
+    if (st == GRAFT_OK) {
+        graft_journal_entry en;
+        memset(&en, 0, sizeof en);
+        en.seq = -1;
+        en.kind = "edit";
+        en.method = e->ops->name;
+        en.request = reqjs;
+        en.info = out->info;
+        en.seconds = out->seconds;
+        en.change = ch.data;
+        en.change_len = ch.len;
+        st = graft_journal_append(j, &en);
+        out->id = en.id;
+    }
+    if (st != GRAFT_OK && ch.data) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", graft_last_error());
+        if (take_back(j, e, &ch) != GRAFT_OK)
+            graft_fail(st, "%s; and the edit could not be taken back out of the model (%s): reopen the run folder", msg,
+                       graft_last_error());
+        else
+            graft_fail(st, "%s", msg);
+    }
+    free(reqjs);
+    graft_blob_free(&ch);
+    graft_eval_item_free(&it);
     return st;
 }

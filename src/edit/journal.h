@@ -61,6 +61,27 @@ graft_status graft_journal_copy(graft_journal *j, const char *dir);
 /* Revert edit `id` in e (which holds the replayed state) and log the undo. */
 graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id);
 
+/* One edit given as text, the way graft serve and the session API take them:
+ * (prompt, target) encoded as every editor and metric encodes them
+ * (graft_encode_pair; prompt + target must fit the context), subject (may
+ * be NULL) locating ROME/MEMIT's key, the edit applied through e, whether it
+ * took measured (greedy generation of the target's length gives the target),
+ * and the journal row appended: durable before this returns. The request
+ * JSON records prompt, target, subject, es_gen and `source` ("http",
+ * "api"). When the row cannot be written the edit is taken back out of e
+ * (revert, or reset + replay of the journal) so that e never holds an edit
+ * the journal lacks; if even that fails the message says so and e must be
+ * rebuilt. The caller serialises it against every other use of e and j. */
+typedef struct graft_text_edit {
+    int64_t id;          /* the journal's edit id */
+    int reproduced;      /* greedy generation gives the target after the edit */
+    graft_edit_info info;
+    double seconds;      /* the editor's apply */
+} graft_text_edit;
+graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_tokenizer *tok, const char *prompt,
+                                     const char *target, const char *subject, const char *source,
+                                     graft_text_edit *out);
+
 /* Open a run/adaptor folder for model m: check the model, build the editor
  * its journal names, replay every row. The journal is handed back when j_out
  * is not NULL (for edits list/undo), else closed. */

@@ -417,3 +417,14 @@ graft_status graft_model_save_hf(const graft_model *m, const char *dir, graft_dt
     if (st == GRAFT_OK && m->tok) st = graft_tokenizer_save_hf(m->tok, dir, m->cfg.n_ctx);
     return st;
 }
+
+int graft_dir_holds_model(const char *dir) {
+    static const char *const names[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = graft_path_join(dir, names[i]);
+        int there = p && graft_path_exists(p);
+        free(p);
+        if (there) return 1;
+    }
+    return 0;
+}

@@ -62,6 +62,9 @@ graft_status graft_config_to_json(const graft_config *cfg, graft_dtype dtype, ch
  * where the sums are merely reordered).
  */
 graft_status graft_model_save_hf(const graft_model *m, const char *dir, graft_dtype dtype);
+/* dir already holds a model (config.json or model weights): saving and
+ * exporting never overwrite one. */
+int graft_dir_holds_model(const char *dir);
 
 /*
  * Reorder the rows of a q_proj/k_proj weight [n_heads*head_dim, cols]

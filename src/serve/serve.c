@@ -670,98 +670,37 @@ static enum MHD_Result edits_post(graft_server *s, struct MHD_Connection *c, cJS
     if (!cJSON_IsString(t) || !t->valuestring[0])
         return send_error(c, 400, "target", "'target' is required: a non-empty string");
     if (want_type(sub, cJSON_IsString(sub), c, "subject", "a string", &ret)) return ret;
-    graft_eval_item it = {0};
-    graft_status st = graft_encode_pair(s->tok, p->valuestring, t->valuestring, &it);
-    if (st != GRAFT_OK) return send_status(c, st, "edit");
-    if (it.n_prompt + it.n_target > s->n_ctx || it.n_target < 1) {
-        graft_eval_item_free(&it);
-        return send_error(c, 400, "prompt", "prompt + target are %d tokens; the model's context is %d",
-                          it.n_prompt + it.n_target, s->n_ctx);
-    }
-    graft_edit_tok req = {it.prompt, it.n_prompt, it.target, it.n_target,
-                          cJSON_IsString(sub) ? graft_subject_last(s->tok, p->valuestring, sub->valuestring) : -1};
-    if (req.subject_last >= req.n_prompt) req.subject_last = -1;
-    graft_edit_info info;
-    memset(&info, 0, sizeof info);
-    graft_blob ch = {0};
-    int gen_ok = 0;
-    int64_t pos = -1;
-    graft_journal_entry en;
-    memset(&en, 0, sizeof en);
+    graft_text_edit ed;
     gate_write(s);
-    double t0 = graft_now_s();
-    st = s->e->ops->apply(s->e, &req, &info, &ch);
-    double secs = graft_now_s() - t0;
-    /* did it take: greedy generation of the target's length gives the target */
-    int *gen = st == GRAFT_OK ? malloc((size_t)it.n_target * sizeof(int)) : NULL;
-    if (st == GRAFT_OK && !gen) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    if (st == GRAFT_OK) st = graft_eval_gen(s->m, s->e, &it, 1, gen);
-    if (st == GRAFT_OK) gen_ok = !memcmp(gen, it.target, (size_t)it.n_target * sizeof(int));
-    free(gen);
-    char *reqjs = NULL;
-    if (st == GRAFT_OK) {
-        cJSON *r = cJSON_CreateObject();
-        cJSON_AddStringToObject(r, "prompt", p->valuestring);
-        cJSON_AddStringToObject(r, "target", t->valuestring);
-        if (cJSON_IsString(sub)) cJSON_AddStringToObject(r, "subject", sub->valuestring);
-        cJSON_AddNumberToObject(r, "es_gen", gen_ok);
-        cJSON_AddStringToObject(r, "source", "http");
-        reqjs = cJSON_PrintUnformatted(r);
-        cJSON_Delete(r);
-        if (!reqjs) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    }
-    if (st == GRAFT_OK) {
-        en.seq = -1;
-        en.kind = "edit";
-        en.method = s->e->ops->name;
-        en.request = reqjs;
-        en.info = info;
-        en.seconds = secs;
-        en.change = ch.data;
-        en.change_len = ch.len;
-        /* durable before the 200 */
-        pthread_mutex_lock(&s->jmu);
-        st = graft_journal_append(s->j, &en);
-        pthread_mutex_unlock(&s->jmu);
-    }
-    /* an edit applied but not journaled must not stay in the served model */
-    int undo_failed = 0;
-    if (st != GRAFT_OK && ch.data) {
-        graft_status keep = st;
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", graft_last_error());
-        graft_status u = s->e->ops->reset ? s->e->ops->reset(s->e) : s->e->ops->revert(s->e, ch.data, ch.len);
-        if (u == GRAFT_OK && s->e->ops->reset) {
-            s->e->n_edits = 0;
-            pthread_mutex_lock(&s->jmu);
-            u = graft_journal_replay(s->j, s->e, NULL, NULL);
-            pthread_mutex_unlock(&s->jmu);
-        }
-        undo_failed = u != GRAFT_OK;
-        graft_fail(keep, "%s", msg);
-        st = keep;
-    }
+    pthread_mutex_lock(&s->jmu);
+    /* durable before the 200; an edit that cannot be journaled is taken back out */
+    graft_status st = graft_journal_edit_text(s->j, s->e, s->tok, p->valuestring, t->valuestring,
+                                              cJSON_IsString(sub) ? sub->valuestring : NULL, "http", &ed);
+    pthread_mutex_unlock(&s->jmu);
     gate_write_end(s, st == GRAFT_OK ? 1 : 0);
-    pos = s->position;
-    graft_blob_free(&ch);
-    graft_eval_item_free(&it);
+    int64_t pos = s->position;
     if (st != GRAFT_OK) {
-        free(reqjs);
-        if (undo_failed)
-            return send_error(c, 500, NULL, "edit failed (%s) and the served model could not be restored: restart the server",
-                              graft_last_error());
+        const char *m = graft_last_error();
+        if (strstr(m, "could not be taken back"))
+            return send_error(c, 500, NULL, "edit failed, and the served model may hold it: restart the server (%s)", m);
         return send_status(c, st, "edit");
     }
-    en.request = reqjs;
-    en.undone = 0;
-    cJSON *j = edit_obj(&en);
-    free(reqjs);
-    cJSON_AddNumberToObject(j, "loss_before", info.loss_first);
-    cJSON_AddNumberToObject(j, "loss_after", info.loss_last);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "id", (double)ed.id);
+    cJSON_AddStringToObject(j, "object", "edit");
+    cJSON_AddStringToObject(j, "prompt", p->valuestring);
+    cJSON_AddStringToObject(j, "target", t->valuestring);
+    cJSON_AddBoolToObject(j, "reproduced", ed.reproduced);
+    cJSON_AddNumberToObject(j, "iterations", ed.info.iterations);
+    cJSON_AddNumberToObject(j, "seconds", ed.seconds);
+    cJSON_AddStringToObject(j, "method", s->e->ops->name);
+    cJSON_AddBoolToObject(j, "undone", 0);
+    cJSON_AddNumberToObject(j, "loss_before", ed.info.loss_first);
+    cJSON_AddNumberToObject(j, "loss_after", ed.info.loss_last);
     cJSON_AddNumberToObject(j, "journal_position", (double)pos);
     if (!s->o.quiet)
-        fprintf(stderr, "graft serve: edit %lld %s (%d iterations, %.2f s)\n", (long long)en.id,
-                gen_ok ? "took" : "did NOT take", info.iterations, secs);
+        fprintf(stderr, "graft serve: edit %lld %s (%d iterations, %.2f s)\n", (long long)ed.id,
+                ed.reproduced ? "took" : "did NOT take", ed.info.iterations, ed.seconds);
     return send_json(c, 200, j, pos);
 }
 
