@@ -18,7 +18,6 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static void usage(FILE *out) {
     fputs("usage: graft export [-m MODEL] --adaptor DIR --out NEWDIR [--dtype f32|f16|bf16] [--tokenizer PATH]\n"
@@ -37,37 +36,6 @@ static void usage(FILE *out) {
           out);
 }
 
-static int parse_dtype(const char *s, graft_dtype *dt) {
-    if (!strcasecmp(s, "f32") || !strcasecmp(s, "float32")) *dt = GRAFT_F32;
-    else if (!strcasecmp(s, "f16") || !strcasecmp(s, "float16")) *dt = GRAFT_F16;
-    else if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) *dt = GRAFT_BF16;
-    else return -1;
-    return 0;
-}
-
-/* NEWDIR/graft_export.json: the provenance of the merged weights. */
-static graft_status write_provenance(const char *out, const char *model, const char *dir, const graft_editor *e,
-                                     graft_dtype dt) {
-    char *opts = NULL;
-    GRAFT_TRY(graft_editor_opts_json((graft_editor *)e, &opts));
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "base_model", model);
-    cJSON_AddStringToObject(j, "adaptor", dir);
-    cJSON_AddStringToObject(j, "method", e->ops->name);
-    cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
-    cJSON_AddNumberToObject(j, "live_edits", (double)e->n_edits);
-    cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(opts);
-    char *path = graft_path_join(out, "graft_export.json");
-    graft_status st = text && path ? graft_write_file_atomic(path, text, strlen(text))
-                                   : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    free(text);
-    free(path);
-    return st;
-}
-
 int cmd_export(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"adaptor", required_argument, 0, 'a'},
                                          {"out", required_argument, 0, 'o'},   {"dtype", required_argument, 0, 'd'},
@@ -84,7 +52,7 @@ int cmd_export(int argc, char **argv) {
         case 'T': tok = optarg; break;
         case 'g': gguf = optarg; break;
         case 'd':
-            if (parse_dtype(optarg, &dt)) {
+            if (graft_dtype_parse_float(optarg, &dt)) {
                 cli_fail("export", "--dtype wants f32, f16 or bf16, got '%s'", optarg);
                 return 2;
             }
@@ -143,7 +111,7 @@ int cmd_export(int argc, char **argv) {
                  "generate/score/serve), or save their state with `graft edits export FILE --adaptor %s`",
                  dir, e->ops->name, dir, dir);
     else if (out && ((st = graft_model_save_hf(m, out, dt)) != GRAFT_OK ||
-                     (st = write_provenance(out, model, dir, e, dt)) != GRAFT_OK))
+                     (st = graft_export_provenance(out, model, dir, e, e->n_edits, dt)) != GRAFT_OK))
         cli_fail_status("export", st);
     else if (gguf && (st = graft_model_save_gguf(m, gguf, dt)) != GRAFT_OK)
         cli_fail_status("export", st);

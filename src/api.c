@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #ifndef GRAFT_VERSION_STRING
@@ -241,29 +240,6 @@ graft_status graft_session_undo(graft_session *s, int64_t id) {
     return GRAFT_OK;
 }
 
-/* dir/graft_export.json: what the saved weights hold (the fields graft
- * export writes, so both kinds of folders read alike). */
-static graft_status write_provenance(graft_session *s, const char *dir, graft_dtype dt) {
-    char *opts = NULL;
-    GRAFT_TRY(graft_editor_opts_json(s->e, &opts));
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "base_model", s->m->path ? s->m->path : "");
-    cJSON_AddStringToObject(j, "adaptor", s->temp ? "" : s->dir);
-    cJSON_AddStringToObject(j, "method", s->e->ops->name);
-    cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
-    cJSON_AddNumberToObject(j, "live_edits", (double)s->live);
-    cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    free(opts);
-    char *path = graft_path_join(dir, "graft_export.json");
-    graft_status st = text && path ? graft_write_file_atomic(path, text, strlen(text))
-                                   : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    free(text);
-    free(path);
-    return st;
-}
-
 static int same_dir(const char *a, const char *b) {
     char ra[PATH_MAX], rb[PATH_MAX];
     return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
@@ -277,16 +253,14 @@ graft_status graft_session_save(graft_session *s, const char *dir, const char *d
         return graft_journal_copy(s->j, dir);
     }
     graft_dtype dt = GRAFT_F32;
-    if (!dtype || !strcasecmp(dtype, "f32") || !strcasecmp(dtype, "float32")) dt = GRAFT_F32;
-    else if (!strcasecmp(dtype, "f16") || !strcasecmp(dtype, "float16")) dt = GRAFT_F16;
-    else if (!strcasecmp(dtype, "bf16") || !strcasecmp(dtype, "bfloat16")) dt = GRAFT_BF16;
-    else return graft_fail(GRAFT_ERR_INVALID, "dtype: want f32, f16 or bf16, got '%s'", dtype);
+    if (dtype && graft_dtype_parse_float(dtype, &dt))
+        return graft_fail(GRAFT_ERR_INVALID, "dtype: want f32, f16 or bf16, got '%s'", dtype);
     if (s->m->path && same_dir(dir, s->m->path))
         return graft_fail(GRAFT_ERR_INVALID, "dir: %s is the model itself; save the edited model elsewhere", dir);
     if (graft_dir_holds_model(dir))
         return graft_fail(GRAFT_ERR_INVALID, "dir: %s already holds a model (saving never overwrites one)", dir);
     GRAFT_TRY(graft_model_save_hf(s->m, dir, dt));
-    return write_provenance(s, dir, dt);
+    return graft_export_provenance(dir, s->m->path, s->temp ? "" : s->dir, s->e, s->live, dt);
 }
 
 /* ---------------------------------------------------------------- generation and evaluation */

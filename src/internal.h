@@ -112,6 +112,8 @@ void graft_progress_end(graft_progress *p);
 typedef enum graft_dtype { GRAFT_F32 = 0, GRAFT_F16, GRAFT_BF16, GRAFT_I64, GRAFT_I32, GRAFT_U8 } graft_dtype;
 
 const char *graft_dtype_name(graft_dtype dt);
+/* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" (any case) -> *dt; -1 otherwise. */
+int graft_dtype_parse_float(const char *s, graft_dtype *dt);
 size_t graft_dtype_size(graft_dtype dt);
 float graft_f16_to_f32(uint16_t h);
 float graft_bf16_to_f32(uint16_t h);

@@ -2,6 +2,8 @@
  * method and options, and replaying it rebuilds the editor exactly. */
 #include "journal.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,4 +40,26 @@ graft_status graft_adaptor_open(graft_model *m, const char *dir, graft_editor **
     else
         graft_journal_close(j);
     return GRAFT_OK;
+}
+
+graft_status graft_export_provenance(const char *out_dir, const char *base_model, const char *adaptor, graft_editor *e,
+                                     int64_t live_edits, graft_dtype dt) {
+    char *opts = NULL;
+    GRAFT_TRY(graft_editor_opts_json(e, &opts));
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "base_model", base_model ? base_model : "");
+    cJSON_AddStringToObject(j, "adaptor", adaptor ? adaptor : "");
+    cJSON_AddStringToObject(j, "method", e->ops->name);
+    cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
+    cJSON_AddNumberToObject(j, "live_edits", (double)live_edits);
+    cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    free(opts);
+    char *path = graft_path_join(out_dir, "graft_export.json");
+    graft_status st = text && path ? graft_write_file_atomic(path, text, strlen(text))
+                                   : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+    free(text);
+    free(path);
+    return st;
 }

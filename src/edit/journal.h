@@ -87,4 +87,10 @@ graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_to
  * is not NULL (for edits list/undo), else closed. */
 graft_status graft_adaptor_open(graft_model *m, const char *dir, graft_editor **e, graft_journal **j_out);
 
+/* OUT_DIR/graft_export.json beside weights merged from an adaptor (graft
+ * export, graft_session_save): the base model, the adaptor folder ("" for
+ * none), the method, its options, the live edits and the dtype written. */
+graft_status graft_export_provenance(const char *out_dir, const char *base_model, const char *adaptor, graft_editor *e,
+                                     int64_t live_edits, graft_dtype dt);
+
 #endif /* GRAFT_JOURNAL_H */

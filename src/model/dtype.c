@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* Checkpoints are little-endian and F32 weights are used straight from the
  * mapping, so a big-endian host would need byte swapping everywhere. */
@@ -30,6 +31,14 @@ const char *graft_dtype_name(graft_dtype dt) {
     case GRAFT_U8: return "U8";
     }
     return "?";
+}
+
+int graft_dtype_parse_float(const char *s, graft_dtype *dt) {
+    if (!strcasecmp(s, "f32") || !strcasecmp(s, "float32")) *dt = GRAFT_F32;
+    else if (!strcasecmp(s, "f16") || !strcasecmp(s, "float16")) *dt = GRAFT_F16;
+    else if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16")) *dt = GRAFT_BF16;
+    else return -1;
+    return 0;
 }
 
 size_t graft_dtype_size(graft_dtype dt) {
