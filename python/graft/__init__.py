@@ -210,9 +210,34 @@ def _gen_opts(max_tokens, temperature, top_p, seed, stop_at_eos):
 
 # ------------------------------------------------------------------ models
 
-class Model:
+class _Handle:
+    """A graft object behind a C handle: closed explicitly, by `with`, or when collected."""
+
+    _what = "object"
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _handle(self):
+        if not self._h:
+            raise GraftError(_INVALID, "%s: already closed" % self._what)
+        return self._h
+
+
+class Model(_Handle):
     """A model loaded by graft: a Hugging Face folder (config.json + model.safetensors) or a
-    llama2.c .bin. `tokenizer` names a tokenizer file or folder when none lies beside it."""
+    llama2.c .bin or a GGUF file. `tokenizer` names a tokenizer file or folder when none lies beside it."""
+
+    _what = "model"
 
     def __init__(self, path, tokenizer=None):
         lib = _load()
@@ -235,25 +260,6 @@ class Model:
         if self._h:
             _load().graft_model_free(self._h)
             self._h = None
-
-    def __del__(self):
-        try:
-            if self._h and not self._sessions:
-                _load().graft_model_free(self._h)
-                self._h = None
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise GraftError(_INVALID, "model: already closed")
-        return self._h
 
     @property
     def info(self):
@@ -325,7 +331,7 @@ def _as_list(x, n, what):
     return x
 
 
-class Editor:
+class Editor(_Handle):
     """An editing session on a model: a method ("grace", "melo", "mend", "rome", "memit",
     "emmet", "ft", "ftl", "ewc") with its options (keywords, graft's option names: see
     `graft edit --help` and docs/), every edit journaled. run_dir keeps the journal in a
@@ -334,6 +340,8 @@ class Editor:
 
     Activation editors (grace, melo) act only through this editor: use editor.generate().
     Weight editors write into the model's weights, so model.generate() sees their edits too."""
+
+    _what = "editor"
 
     def __init__(self, model, method=None, run_dir=None, **options):
         if not isinstance(model, Model):
@@ -357,23 +365,6 @@ class Editor:
             _load().graft_session_free(self._h)
             self._h = None
             self.model._sessions -= 1
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise GraftError(_INVALID, "editor: already closed")
-        return self._h
 
     @property
     def method(self):
