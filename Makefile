@@ -5,7 +5,7 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: all deps configure test bench demo install clean
+.PHONY: all deps configure test bench demo install fuzz clean
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -28,6 +28,13 @@ demo: all
 # bin/graft, lib/libgraft.a, lib/libgraft.so*, include/graft.h, lib/pkgconfig/graft.pc
 install: all
 	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Every libFuzzer harness in fuzz/ for FUZZ_SECONDS each (clang, ASan + UBSan;
+# scripts/fuzz.sh). FUZZ_SECONDS=5 is CI's smoke.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@GRAFT_FUZZ_DEPS=1 bash scripts/deps.sh
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

@@ -8,6 +8,8 @@ pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libut
 # the real-browser test of graft serve's page (tests/browser_serve.py) skips
 # without these; GRAFT_BROWSER_TESTS=1 installs them (about 300 MB)
 [ "${GRAFT_BROWSER_TESTS:-0}" = 1 ] && pkgs+=(chromium chromium-driver python3-selenium)
+# make fuzz: clang's libFuzzer (and its OpenMP runtime)
+[ "${GRAFT_FUZZ_DEPS:-0}" = 1 ] && pkgs+=(clang libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
