@@ -57,7 +57,8 @@ graft_status graft_read_file(const char *path, char **data, size_t *size) {
     *data = NULL;
     if (size) *size = 0;
     FILE *fp = fopen(path, "rb");
-    if (!fp) return graft_fail(GRAFT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!fp) /* fopen mallocs its FILE: ENOMEM is not "no such file" to callers that skip missing ones */
+        return graft_fail(errno == ENOMEM ? GRAFT_ERR_NOMEM : GRAFT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) {

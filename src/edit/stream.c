@@ -354,6 +354,11 @@ static graft_status write_plot(runner *R) {
     return st;
 }
 
+/* cJSON_AddItemToObject leaves item to the caller when it fails (out of memory) */
+static void add_or_delete(cJSON *obj, const char *key, cJSON *item) {
+    if (!cJSON_AddItemToObject(obj, key, item)) cJSON_Delete(item);
+}
+
 static graft_status write_summary(runner *R, int finished) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "method", R->o->method);
@@ -363,7 +368,7 @@ static graft_status write_summary(runner *R, int finished) {
     cJSON_AddNumberToObject(j, "n_requests", R->n);
     cJSON_AddBoolToObject(j, "finished", finished);
     char *opts = NULL;
-    if (graft_editor_opts_json(R->e, &opts) == GRAFT_OK) cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
+    if (graft_editor_opts_json(R->e, &opts) == GRAFT_OK) add_or_delete(j, "editor_options", cJSON_Parse(opts));
     free(opts);
     cJSON *d = cJSON_AddObjectToObject(j, "definitions");
     cJSON_AddStringToObject(d, "tf", "teacher-forced token accuracy (EasyEdit): fraction of target tokens that are the argmax given the prompt and the true previous target tokens");
@@ -399,7 +404,7 @@ static graft_status write_summary(runner *R, int finished) {
         if (mf) {
             point_json(mf, &R->pts[R->n_pts - 1]);
             fclose(mf);
-            cJSON_AddItemToObject(j, "final", cJSON_Parse(line));
+            add_or_delete(j, "final", cJSON_Parse(line));
             free(line);
         }
     }

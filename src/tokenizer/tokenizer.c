@@ -6,6 +6,7 @@
 #include <ctype.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,27 +141,36 @@ static bool is_tok_bin_name(const char *name) {
 }
 
 /* The first tok*.bin in dir by name (so the choice does not depend on
- * directory order), skipping the model file. malloc'ed path or NULL. */
-static char *find_tok_bin(const char *dir, const char *model_path) {
+ * directory order), skipping the model file. malloc'ed path or NULL; NULL
+ * with *oom set when an allocation failed (not the same as "none there"). */
+static char *find_tok_bin(const char *dir, const char *model_path, bool *oom) {
     char *best = NULL;
     DIR *d = opendir(dir);
-    if (!d) return NULL;
+    if (!d) {
+        if (errno == ENOMEM) *oom = true;
+        return NULL;
+    }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (!is_tok_bin_name(de->d_name)) continue;
         if (best && strcmp(de->d_name, best) >= 0) continue;
         char *full = graft_path_join(dir, de->d_name);
+        if (!full) *oom = true;
         bool ok = full && !graft_path_is_dir(full) && !same_file(full, model_path);
         free(full);
         if (!ok) continue;
         char *name = strdup(de->d_name);
-        if (!name) continue;
+        if (!name) {
+            *oom = true;
+            continue;
+        }
         free(best);
         best = name;
     }
     closedir(d);
     if (!best) return NULL;
     char *full = graft_path_join(dir, best);
+    if (!full) *oom = true;
     free(best);
     return full;
 }
@@ -169,11 +179,17 @@ static graft_status find_beside_bin(const char *model_path, graft_tokenizer **ou
     char *dir = graft_path_dirname(model_path);
     if (!dir) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", model_path);
     char *cand = graft_path_join(dir, "tokenizer.bin");
+    bool oom = !cand;
     if (cand && (!graft_path_exists(cand) || same_file(cand, model_path))) {
         free(cand);
-        cand = find_tok_bin(dir, model_path);
+        cand = find_tok_bin(dir, model_path, &oom);
     }
     graft_status st;
+    if (oom) { /* not "no tokenizer": the caller would drop it silently */
+        free(cand);
+        free(dir);
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory while looking for its tokenizer", model_path);
+    }
     if (cand) st = graft_tokenizer_load(cand, out);
     else
         st = graft_fail(GRAFT_ERR_IO, "%s: no tokenizer beside the model (looked for tokenizer.bin and tok*.bin in %s)",
