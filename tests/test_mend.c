@@ -16,12 +16,8 @@
 #include <unistd.h>
 
 static graft_model *tiny_model(void) {
-    graft_config c;
-    graft_config_preset("gpt2-tiny", &c);
-    c.vocab_size = 64;
-    c.n_layer = 3;
-    graft_model *m = NULL;
-    CHECK_OK(graft_model_create_random(&c, 11, 0.2f, &m));
+    graft_model *m = test_tiny_gpt2(3, 11);
+    CHECK_MSG(m != NULL, "a tiny random GPT-2: %s", graft_last_error());
     return m;
 }
 

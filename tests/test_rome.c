@@ -14,6 +14,7 @@
 #include "edit/locate.h"
 #include "edit/stats.h"
 #include "test.h"
+#include "test_util.h"
 
 #include <unistd.h>
 
@@ -263,12 +264,8 @@ static void grad_check(graft_model *m, const char *method, const char *json, int
 }
 
 static void test_vstar_grad(graft_model *stories) {
-    graft_config c;
-    graft_config_preset("gpt2-tiny", &c);
-    c.vocab_size = 64;
-    c.n_layer = 3;
-    graft_model *m = NULL;
-    CHECK_OK(graft_model_create_random(&c, 7, 0.2f, &m));
+    graft_model *m = test_tiny_gpt2(3, 7);
+    CHECK_MSG(m != NULL, "a tiny random GPT-2: %s", graft_last_error());
     if (!m) return;
     int p[] = {5, 9, 11, 3, 20}, t[] = {7, 8};
     graft_edit_tok req = {p, 5, t, 2, 2};

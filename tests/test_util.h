@@ -57,4 +57,15 @@ static inline void test_last_logits(graft_model *m, graft_editor *e, const int *
     graft_run_free(r);
 }
 
+/* A random GPT-2 of the "gpt2-tiny" preset with a 64-id vocabulary and
+ * n_layer blocks (NULL if it could not be made: callers CHECK it). */
+static inline graft_model *test_tiny_gpt2(int n_layer, uint64_t seed) {
+    graft_config c;
+    if (graft_config_preset("gpt2-tiny", &c) != GRAFT_OK) return NULL;
+    c.vocab_size = 64;
+    c.n_layer = n_layer;
+    graft_model *m = NULL;
+    return graft_model_create_random(&c, seed, 0.2f, &m) == GRAFT_OK ? m : NULL;
+}
+
 #endif
