@@ -322,9 +322,11 @@ static graft_status append_point(runner *R, const point *p) {
     }
     ssize_t w = write(fd, line, len);
     int ok = w == (ssize_t)len && fsync(fd) == 0;
+    /* a short write sets no errno; a resumed run drops the torn line */
+    const char *why = ok ? "" : w >= 0 && w < (ssize_t)len ? "short write (disk full?)" : strerror(errno);
     close(fd);
     free(line);
-    return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_IO, "%s: write failed", R->results_path);
+    return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", R->results_path, why);
 }
 
 static graft_status write_plot(runner *R) {
