@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "edit/stream.h"
 #include "internal.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -403,7 +404,7 @@ int cmd_compare(int argc, char **argv) {
                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
                 isfinite(at) ? b[14] : "none");
         cJSON *mj = cJSON_AddObjectToObject(js, runs[i].name);
-        cJSON_AddItemToObject(mj, "final", cJSON_Duplicate(L, 1));
+        graft_json_put(mj, "final", cJSON_Duplicate(L, 1));
         if (isfinite(at)) cJSON_AddNumberToObject(mj, "collapse_at", at);
         else cJSON_AddNullToObject(mj, "collapse_at");
         /* one colour per method, the same in every panel */

@@ -2,6 +2,7 @@
  * every edit and measuring ES / ERR / TRR / generalisation as it goes. */
 #include "cli.h"
 #include "edit/stream.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -99,7 +100,7 @@ static int ft_list(cJSON *eo, const char *key, const char *arg, int nums) {
     for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; tok && !rc; tok = strtok_r(NULL, ",", &save)) {
         long v;
         if (nums && cli_parse_int("edit", key, tok, 0, 1 << 16, &v)) rc = 1;
-        else cJSON_AddItemToArray(a, nums ? cJSON_CreateNumber((double)v) : cJSON_CreateString(tok));
+        else graft_json_push(a, nums ? cJSON_CreateNumber((double)v) : cJSON_CreateString(tok));
     }
     free(copy);
     if (rc || !cJSON_GetArraySize(a)) {
@@ -107,7 +108,7 @@ static int ft_list(cJSON *eo, const char *key, const char *arg, int nums) {
         return rc ? rc : cli_fail("edit", "--ft-%s wants a comma-separated list", key);
     }
     cJSON_DeleteItemFromObject(eo, key);
-    cJSON_AddItemToObject(eo, key, a);
+    graft_json_put(eo, key, a);
     return 0;
 }
 /* --- end FT --- */

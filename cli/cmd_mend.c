@@ -15,6 +15,7 @@
 #include "edit/eval.h"
 #include "edit/mend.h"
 #include "internal.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -561,7 +562,7 @@ static int train(graft_model *m, const mt_opts *o) {
             for (int i = 0; i < info.n_mats; i++) {
                 float *ap;
                 graft_mend_mat(e, i, NULL, NULL, &ap, NULL);
-                cJSON_AddItemToArray(al, cJSON_CreateNumber(*ap));
+                graft_json_push(al, cJSON_CreateNumber(*ap));
             }
             cJSON_AddNumberToObject(j, "minutes", (double)(long)(minutes * 100) / 100);
             char *line = cJSON_PrintUnformatted(j);

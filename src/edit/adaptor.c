@@ -1,6 +1,7 @@
 /* adaptor.c - reopening a run or adaptor folder: its journal names the
  * method and options, and replaying it rebuilds the editor exactly. */
 #include "journal.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 
@@ -50,7 +51,7 @@ graft_status graft_export_provenance(const char *out_dir, const char *base_model
     cJSON_AddStringToObject(j, "base_model", base_model ? base_model : "");
     cJSON_AddStringToObject(j, "adaptor", adaptor ? adaptor : "");
     cJSON_AddStringToObject(j, "method", e->ops->name);
-    cJSON_AddItemToObject(j, "editor_options", cJSON_Parse(opts));
+    graft_json_put(j, "editor_options", cJSON_Parse(opts));
     cJSON_AddNumberToObject(j, "live_edits", (double)live_edits);
     cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
     char *text = cJSON_Print(j);

@@ -23,6 +23,7 @@
  * two tensors and restarts the optimiser state every edit.
  */
 #include "ft.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -1019,12 +1020,12 @@ graft_status graft_ft_opts_to_json(graft_editor *e, cJSON *j) {
     int ok = 1;
     if (o->n_params > 0) {
         cJSON *a = cJSON_AddArrayToObject(j, "params");
-        for (int i = 0; a && i < o->n_params; i++) ok &= cJSON_AddItemToArray(a, cJSON_CreateString(o->params[i]));
+        for (int i = 0; a && i < o->n_params; i++) ok &= graft_json_push(a, cJSON_CreateString(o->params[i]));
         ok &= a != NULL;
     } else {
         cJSON *a = cJSON_AddArrayToObject(j, "layers"), *b = cJSON_AddArrayToObject(j, "modules");
-        for (int i = 0; a && i < o->n_layers; i++) ok &= cJSON_AddItemToArray(a, cJSON_CreateNumber(o->layers[i]));
-        for (int i = 0; b && i < o->n_modules; i++) ok &= cJSON_AddItemToArray(b, cJSON_CreateString(o->modules[i]));
+        for (int i = 0; a && i < o->n_layers; i++) ok &= graft_json_push(a, cJSON_CreateNumber(o->layers[i]));
+        for (int i = 0; b && i < o->n_modules; i++) ok &= graft_json_push(b, cJSON_CreateString(o->modules[i]));
         ok &= a && b;
     }
     ok &= cJSON_AddStringToObject(j, "loss", loss_names[o->loss]) != NULL;

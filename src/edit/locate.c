@@ -5,6 +5,7 @@
 
 #include "linalg.h"
 #include "stats.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -1008,7 +1009,7 @@ graft_status graft_wedit_describe(const uint8_t *change, size_t len, char **json
         cJSON_AddNumberToObject(u, "rank", p.ups[k].n);
         cJSON_AddNumberToObject(u, "dw_fro", p.ups[k].dw_fro);
         cJSON_AddNumberToObject(u, "w_dist_fro", p.ups[k].dist_fro);
-        cJSON_AddItemToArray(ups, u);
+        graft_json_push(ups, u);
     }
     static const char *const names[N_DIAG] = {"v_loss_first", "v_loss_last", "v_steps", "key_norm", "key_plain_norm",
                                               "delta_norm", "v_init_norm", "denom", "loss_before", "loss_after", "reproduced"};
@@ -1020,7 +1021,7 @@ graft_status graft_wedit_describe(const uint8_t *change, size_t len, char **json
             if (isfinite(v)) cJSON_AddNumberToObject(d, names[k], v);
             else cJSON_AddNullToObject(d, names[k]);
         }
-        cJSON_AddItemToArray(rq, d);
+        graft_json_push(rq, d);
     }
     *json = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -1234,7 +1235,7 @@ graft_status graft_wedit_opts_to_json(graft_editor *e, cJSON *j) {
     else {
         cJSON *a = cJSON_AddArrayToObject(j, "layers");
         ok &= a != NULL;
-        for (int i = 0; ok && i < o->n_layers; i++) ok &= cJSON_AddItemToArray(a, cJSON_CreateNumber(o->layers[i]));
+        for (int i = 0; ok && i < o->n_layers; i++) ok &= graft_json_push(a, cJSON_CreateNumber(o->layers[i]));
     }
     ok &= cJSON_AddNumberToObject(j, "v_steps", o->v_steps) != NULL;
     ok &= cJSON_AddNumberToObject(j, "v_lr", o->v_lr) != NULL;

@@ -18,6 +18,7 @@
  *    success, the default) instead of always running num_iter steps.
  */
 #include "melo.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -961,9 +962,9 @@ graft_status graft_melo_opts_to_json(graft_editor *e, void *cjson) {
     const graft_melo_opts *o = &((melo *)e)->o;
     cJSON *j = cjson, *ll = cJSON_CreateArray();
     if (!ll) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < o->n_lora; i++) cJSON_AddItemToArray(ll, cJSON_CreateNumber(o->lora_layers[i]));
+    for (int i = 0; i < o->n_lora; i++) graft_json_push(ll, cJSON_CreateNumber(o->lora_layers[i]));
     cJSON_AddNumberToObject(j, "layer", o->layer);
-    cJSON_AddItemToObject(j, "lora_layers", ll);
+    graft_json_put(j, "lora_layers", ll);
     cJSON_AddNumberToObject(j, "rank", o->rank);
     cJSON_AddNumberToObject(j, "blocks", o->blocks);
     cJSON_AddBoolToObject(j, "grow", o->grow);

@@ -11,6 +11,7 @@
  *    official code; the gate projection of Llama is not edited.
  */
 #include "mend.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -1131,10 +1132,10 @@ graft_status graft_mend_save(graft_editor *e, const char *dir, int optimiser, co
         graft_model_fingerprint(e->m, fp, sizeof fp);
         cJSON_AddStringToObject(j, "model_fingerprint", fp);
         cJSON *lay = cJSON_AddArrayToObject(j, "layers");
-        for (int i = 0; i < me->o.n_layers; i++) cJSON_AddItemToArray(lay, cJSON_CreateNumber(me->o.layers[i]));
+        for (int i = 0; i < me->o.n_layers; i++) graft_json_push(lay, cJSON_CreateNumber(me->o.layers[i]));
         cJSON_AddNumberToObject(j, "rank", me->o.rank);
         cJSON *cnt = cJSON_AddArrayToObject(j, "stat_count");
-        for (int k = 0; k < me->n_nets; k++) cJSON_AddItemToArray(cnt, cJSON_CreateNumber(me->nets[k].count));
+        for (int k = 0; k < me->n_nets; k++) graft_json_push(cnt, cJSON_CreateNumber(me->nets[k].count));
         cJSON *mats = cJSON_AddArrayToObject(j, "matrices");
         for (int i = 0; i < me->n_mats; i++) {
             cJSON *x = cJSON_CreateObject();
@@ -1142,7 +1143,7 @@ graft_status graft_mend_save(graft_editor *e, const char *dir, int optimiser, co
             cJSON_AddNumberToObject(x, "net", me->mats[i].net);
             cJSON_AddNumberToObject(x, "mode", me->mats[i].mode);
             cJSON_AddNumberToObject(x, "alpha", me->mats[i].alpha);
-            cJSON_AddItemToArray(mats, x);
+            graft_json_push(mats, x);
         }
         cJSON_AddStringToObject(j, "sign", "W += alpha * sum_t u~_t d~_t^T");
         if (optimiser) cJSON_AddNumberToObject(j, "adam_t", me->adam_t);
@@ -1276,7 +1277,7 @@ graft_status graft_mend_opts_to_json(graft_editor *e, void *cjson) {
     if (o->dir[0]) ok &= cJSON_AddStringToObject(j, "editor", o->dir) != NULL;
     ok &= cJSON_AddBoolToObject(j, "allow_untrained", o->allow_untrained) != NULL;
     cJSON *a = cJSON_AddArrayToObject(j, "layers");
-    for (int i = 0; a && i < o->n_layers; i++) ok &= cJSON_AddItemToArray(a, cJSON_CreateNumber(o->layers[i]));
+    for (int i = 0; a && i < o->n_layers; i++) ok &= graft_json_push(a, cJSON_CreateNumber(o->layers[i]));
     ok &= a != NULL;
     ok &= cJSON_AddNumberToObject(j, "rank", o->rank) != NULL;
     ok &= cJSON_AddNumberToObject(j, "init_lr", o->init_lr) != NULL;

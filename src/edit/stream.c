@@ -6,6 +6,7 @@
 #include "eval.h"
 #include "journal.h"
 #include "melo.h"
+#include "core/json_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -357,10 +358,6 @@ static graft_status write_plot(runner *R) {
 }
 
 /* cJSON_AddItemToObject leaves item to the caller when it fails (out of memory) */
-static void add_or_delete(cJSON *obj, const char *key, cJSON *item) {
-    if (!cJSON_AddItemToObject(obj, key, item)) cJSON_Delete(item);
-}
-
 static graft_status write_summary(runner *R, int finished) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "method", R->o->method);
@@ -370,7 +367,7 @@ static graft_status write_summary(runner *R, int finished) {
     cJSON_AddNumberToObject(j, "n_requests", R->n);
     cJSON_AddBoolToObject(j, "finished", finished);
     char *opts = NULL;
-    if (graft_editor_opts_json(R->e, &opts) == GRAFT_OK) add_or_delete(j, "editor_options", cJSON_Parse(opts));
+    if (graft_editor_opts_json(R->e, &opts) == GRAFT_OK) graft_json_put(j, "editor_options", cJSON_Parse(opts));
     free(opts);
     cJSON *d = cJSON_AddObjectToObject(j, "definitions");
     cJSON_AddStringToObject(d, "tf", "teacher-forced token accuracy (EasyEdit): fraction of target tokens that are the argmax given the prompt and the true previous target tokens");
@@ -396,7 +393,7 @@ static graft_status write_summary(runner *R, int finished) {
         cJSON_AddNullToObject(j, "collapse");
     cJSON_AddNumberToObject(j, "failed_edits", R->n_failed);
     cJSON *fr = cJSON_AddArrayToObject(j, "failed_rows");
-    for (int i = 0; i < R->n_failed && i < R->cap_failed; i++) cJSON_AddItemToArray(fr, cJSON_CreateNumber(R->failed_rows[i]));
+    for (int i = 0; i < R->n_failed && i < R->cap_failed; i++) graft_json_push(fr, cJSON_CreateNumber(R->failed_rows[i]));
     cJSON_AddNumberToObject(j, "upstream_items", R->up.n);
     cJSON_AddNumberToObject(j, "rephrase_items", R->reph.n);
     if (R->n_pts) {
@@ -406,7 +403,7 @@ static graft_status write_summary(runner *R, int finished) {
         if (mf) {
             point_json(mf, &R->pts[R->n_pts - 1]);
             fclose(mf);
-            add_or_delete(j, "final", cJSON_Parse(line));
+            graft_json_put(j, "final", cJSON_Parse(line));
             free(line);
         }
     }
@@ -707,8 +704,8 @@ static graft_status journal_edit(runner *R, int i, int n, const graft_edit_info 
         cJSON_AddNumberToObject(r, "batch", n);
         cJSON *rows = cJSON_AddArrayToObject(r, "rows"), *oks = cJSON_AddArrayToObject(r, "ok");
         for (int k = 0; k < n; k++) {
-            cJSON_AddItemToArray(rows, cJSON_CreateNumber(R->ds.req[i + k].row));
-            cJSON_AddItemToArray(oks, cJSON_CreateBool(ok[k]));
+            graft_json_push(rows, cJSON_CreateNumber(R->ds.req[i + k].row));
+            graft_json_push(oks, cJSON_CreateBool(ok[k]));
         }
     }
     char *req = cJSON_PrintUnformatted(r);
@@ -763,7 +760,7 @@ graft_status graft_edit_model_defaults(const char *model_path, const char *metho
     if (st == GRAFT_OK && mine && cJSON_IsObject(u)) {
         const cJSON *it;
         cJSON_ArrayForEach(it, mine)
-            if (!cJSON_GetObjectItem(u, it->string)) cJSON_AddItemToObject(u, it->string, cJSON_Duplicate(it, 1));
+            if (!cJSON_GetObjectItem(u, it->string)) graft_json_put(u, it->string, cJSON_Duplicate(it, 1));
         *merged = cJSON_PrintUnformatted(u);
         if (!*merged) st = graft_fail(GRAFT_ERR_NOMEM, "out of memory");
         else fprintf(stderr, "graft: %s defaults from %s (options given win): %s\n", method, path, *merged);
