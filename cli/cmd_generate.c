@@ -1,5 +1,6 @@
 /* cmd_generate.c - graft generate: continue a prompt with a KV cache. */
 #include "cli.h"
+#include "internal.h"
 #include "edit/journal.h"
 
 #include <getopt.h>
@@ -7,11 +8,12 @@
 #include <string.h>
 
 static void usage(FILE *out) {
-    fputs("usage: graft generate [-m MODEL] [-p TEXT] [-n N] [--temp T] [--top-p P] [--seed S]\n"
+    fputs("usage: graft generate [-m MODEL] [-p TEXT | --prompt-file F] [-n N] [--temp T] [--top-p P] [--seed S]\n"
           "                      [--tokenizer PATH] [--no-bos] [--ids]\n"
           "Prints the continuation of the prompt.\n"
           "  -m, --model PATH   HF folder or llama2.c .bin (default: $GRAFT_MODEL, else models/factpara)\n"
           "  -p, --prompt TEXT  the prompt (default: empty; generation starts from BOS)\n"
+          "  --prompt-file F    the prompt is the contents of file F\n"
           "  -n, --tokens N     new tokens at most (default 64)\n"
           "  --temp T           sampling temperature; 0 is greedy (default 0)\n"
           "  --top-p P          nucleus sampling mass (default 1 = off)\n"
@@ -47,8 +49,9 @@ int cmd_generate(int argc, char **argv) {
                                          {"tokenizer", required_argument, 0, 'T'}, {"no-bos", no_argument, 0, 'B'},
                                          {"ids", no_argument, 0, 'I'},          {"adaptor", required_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"prompt-file", required_argument, 0, 'f'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *prompt = "", *tok_path = NULL, *adaptor = NULL;
+    const char *model = NULL, *prompt = NULL, *tok_path = NULL, *adaptor = NULL, *prompt_file = NULL;
     graft_gen_opts o;
     graft_gen_opts_default(&o);
     int add_bos = -1, print_ids = 0, c;
@@ -58,6 +61,7 @@ int cmd_generate(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'p': prompt = optarg; break;
+        case 'f': prompt_file = optarg; break;
         case 'n':
             if (cli_parse_int("generate", "-n", optarg, 0, 1 << 20, &lv)) return 2;
             o.max_new_tokens = (int)lv;
@@ -87,11 +91,20 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (prompt && prompt_file) {
+        cli_fail("generate", "give at most one of --prompt and --prompt-file");
+        usage(stderr);
+        return 2;
+    }
     graft_model *m = NULL;
     if (cli_load_model("generate", model, tok_path, &m)) return 1;
     graft_tokenizer *tok;
     graft_editor *ed = NULL;
     int rc = 1;
+    /* declared before the first goto: done frees them */
+    int *ids = NULL, *gen = NULL;
+    size_t n = 0, n_gen = 0, len = prompt ? strlen(prompt) : 0;
+    char *buf = NULL;
     if (adaptor) {
         graft_status ast = graft_adaptor_open(m, adaptor, &ed, NULL);
         if (ast != GRAFT_OK) {
@@ -99,10 +112,17 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    int *ids = NULL, *gen = NULL;
-    size_t n = 0, n_gen = 0;
+    if (prompt_file) {
+        /* a command-line argument holds at most 128 KiB on Linux; a file has no such limit */
+        graft_status fst = graft_read_file(prompt_file, &buf, &len);
+        if (fst != GRAFT_OK) {
+            cli_fail_status("generate", fst);
+            goto done;
+        }
+        prompt = buf;
+    }
     if (cli_need_tokenizer("generate", m, &tok)) goto done;
-    if (cli_encode("generate", tok, prompt, strlen(prompt), add_bos, &ids, &n)) goto done;
+    if (cli_encode("generate", tok, prompt ? prompt : "", len, add_bos, &ids, &n)) goto done;
     if (n == 0) {
         /* An empty prompt starts from BOS (or GPT-2's <|endoftext|>). */
         int start = graft_tokenizer_bos(tok) >= 0 ? graft_tokenizer_bos(tok) : graft_tokenizer_eos(tok);
@@ -132,6 +152,7 @@ int cmd_generate(int argc, char **argv) {
     rc = 0;
 done:
     if (ed) ed->ops->free(ed);
+    free(buf);
     free(ids);
     free(gen);
     graft_model_free(m);

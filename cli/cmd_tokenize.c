@@ -1,13 +1,16 @@
 /* cmd_tokenize.c - graft tokenize: text -> ids (JSON array), or ids -> text. */
 #include "cli.h"
+#include "internal.h"
 
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *out) {
-    fputs("usage: graft tokenize [-m MODEL | --tokenizer PATH] (--text TEXT [--target T] | --decode 1,2,3) [--bos]\n"
+    fputs("usage: graft tokenize [-m MODEL | --tokenizer PATH]\n"
+          "                      (--text TEXT [--target T] | --text-file F | --decode 1,2,3) [--bos]\n"
           "  --text TEXT     print the token ids of TEXT as a JSON array (no BOS unless --bos)\n"
+          "  --text-file F   the same for the contents of file F (texts longer than a command line allows)\n"
           "  --target T      with --text PROMPT: the edit's tokens, as every editor and metric takes them:\n"
           "                  {\"prompt\": [...], \"target\": [...], \"merged\": false} (docs/GRACE.md)\n"
           "  --decode IDS    print the text of a comma-separated id list\n",
@@ -19,13 +22,15 @@ int cmd_tokenize(int argc, char **argv) {
                                          {"decode", required_argument, 0, 'd'}, {"tokenizer", required_argument, 0, 'T'},
                                          {"bos", no_argument, 0, 'B'},          {"help", no_argument, 0, 'h'},
                                          {"target", required_argument, 0, 'g'},
+                                         {"text-file", required_argument, 0, 'f'},
                                          {0, 0, 0, 0}};
-    const char *model = NULL, *text = NULL, *decode = NULL, *tok_path = NULL, *target = NULL;
+    const char *model = NULL, *text = NULL, *decode = NULL, *tok_path = NULL, *target = NULL, *file = NULL;
     int bos = 0, c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 't': text = optarg; break;
+        case 'f': file = optarg; break;
         case 'd': decode = optarg; break;
         case 'T': tok_path = optarg; break;
         case 'B': bos = 1; break;
@@ -34,8 +39,9 @@ int cmd_tokenize(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if ((text != NULL) == (decode != NULL) || optind < argc || (target && !text)) {
-        cli_fail("tokenize", target && !text ? "--target needs --text (the prompt)" : "give exactly one of --text or --decode");
+    if ((text != NULL) + (file != NULL) + (decode != NULL) != 1 || optind < argc || (target && !text)) {
+        cli_fail("tokenize", target && !text ? "--target needs --text (the prompt)"
+                                             : "give exactly one of --text, --text-file or --decode");
         usage(stderr);
         return 2;
     }
@@ -56,7 +62,17 @@ int cmd_tokenize(int argc, char **argv) {
     }
     int rc = 1;
     int *ids = NULL;
-    size_t n = 0;
+    size_t n = 0, text_len = text ? strlen(text) : 0;
+    char *buf = NULL;
+    if (file) {
+        /* a command-line argument holds at most 128 KiB on Linux; a file has no such limit */
+        st = graft_read_file(file, &buf, &text_len);
+        if (st != GRAFT_OK) {
+            cli_fail_status("tokenize", st);
+            goto done;
+        }
+        text = buf;
+    }
     if (text && target) {
         int *t = NULL, merged = 0;
         size_t nt = 0;
@@ -74,7 +90,7 @@ int cmd_tokenize(int argc, char **argv) {
         printf("], \"merged\": %s}\n", merged ? "true" : "false");
         free(t);
     } else if (text) {
-        if (cli_encode("tokenize", tok, text, strlen(text), bos, &ids, &n)) goto done;
+        if (cli_encode("tokenize", tok, text, text_len, bos, &ids, &n)) goto done;
         fputc('[', stdout);
         for (size_t i = 0; i < n; i++) printf(i ? ", %d" : "%d", ids[i]);
         fputs("]\n", stdout);
@@ -94,6 +110,7 @@ int cmd_tokenize(int argc, char **argv) {
     rc = 0;
 done:
     free(ids);
+    free(buf);
     graft_tokenizer_free(owned);
     graft_model_free(m);
     return rc;

@@ -372,6 +372,18 @@ static void test_malformed(void) {
     CHECK(d.n == 1);
     graft_dataset_free(&d);
     CHECK_FAILS(graft_dataset_load(p, NULL, 0, &d), GRAFT_ERR_FORMAT, "row 2: field 'prompt'");
+    /* nor in a JSON list, parsed one record at a time (not even a syntax error) */
+    p = write_tmp("late.json", "[{\"prompt\": \"p\", \"target\": \"t\"},\n {\"prompt\": 5}, {\"prompt\",, ", -1);
+    CHECK_OK(graft_dataset_load(p, NULL, 1, &d));
+    CHECK(d.n == 1 && d.req[0].row == 1);
+    graft_dataset_free(&d);
+    CHECK_FAILS(graft_dataset_load(p, NULL, 2, &d), GRAFT_ERR_FORMAT, "row 2: field 'prompt'");
+    CHECK_FAILS(graft_dataset_load(p, NULL, 0, &d), GRAFT_ERR_FORMAT, "row 2: field 'prompt'");
+    /* a missing comma after record 1, and a list closed twice: the same messages as a whole-list parse */
+    p = write_tmp("nocomma.json", "[{\"prompt\": \"p\", \"target\": \"t\"}\n {\"prompt\": \"q\", \"target\": \"u\"}]", -1);
+    CHECK_FAILS(graft_dataset_load(p, NULL, 0, &d), GRAFT_ERR_FORMAT, "row 1: not valid JSON at byte offset 33 (line 2)");
+    p = write_tmp("twice.json", "[{\"prompt\": \"p\", \"target\": \"t\"}]]", -1);
+    CHECK_FAILS(graft_dataset_load(p, NULL, 0, &d), GRAFT_ERR_FORMAT, "row 1: not valid JSON at byte offset 32 (line 1)");
     /* an escaped backslash before u0000 is not a NUL */
     p = write_tmp("bs.jsonl", "{\"prompt\": \"a\\\\u0000\", \"target\": \"t\"}\n", -1);
     CHECK_OK(graft_dataset_load(p, NULL, 0, &d));

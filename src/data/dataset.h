@@ -45,8 +45,10 @@
  *    one, else its 0-based index in the file counting skipped rows too (what
  *    EasyEdit's enumerate() gives).
  *  - row: 1-based; the record's position in a JSON list, the line in JSONL.
- *  - max_rows > 0 keeps the first max_rows requests and stops reading (rows
- *    after them are not validated; a JSON list is still parsed whole).
+ *  - max_rows > 0 keeps the first max_rows requests and stops parsing (rows
+ *    after them are not validated; a JSON list is parsed one record at a
+ *    time too). The file is read whole: memory is its size plus the kept
+ *    requests (docs/RELIABILITY.md, "Hostile sizes").
  * Every malformed input gives GRAFT_ERR_FORMAT with a message naming the
  * file, the row and the field ("f.json: row 3: field 'target_new': want a
  * string, got a number"); JSON syntax errors name the byte offset and line.
