@@ -7,9 +7,13 @@
  */
 #ifndef GRAFT_FUZZ_H
 #define GRAFT_FUZZ_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* nftw, mkdtemp: every harness includes this header first */
+#endif
 #include "graft.h"
 #include "internal.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +22,31 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* A folder of this process's own (removed at exit). */
+__attribute__((unused)) static char fuzz_dir_path[64];
+
+__attribute__((unused)) static int fuzz_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* At exit: /dev/shm is memory, and every harness process makes a folder. */
+__attribute__((unused)) static void fuzz_dir_remove(void) {
+    if (fuzz_dir_path[0]) nftw(fuzz_dir_path, fuzz_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A folder of this process's own (removed at a normal exit), in memory
+ * (/dev/shm) where there is one: the harnesses that must go through files
+ * write one per input, and on a disk file system that, not the parser, is
+ * most of the time. */
 __attribute__((unused)) static const char *fuzz_dir(void) {
-    static char dir[64];
+    char *dir = fuzz_dir_path;
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/graft_fuzz.XXXXXX");
+        struct stat sb;
+        snprintf(dir, sizeof fuzz_dir_path, "%s/graft_fuzz.XXXXXX",
+                 stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) ? "/dev/shm" : "/tmp");
         if (!mkdtemp(dir)) abort(); /* the harness's own setup, not graft */
+        atexit(fuzz_dir_remove);
     }
     return dir;
 }

@@ -10,6 +10,8 @@ pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libut
 [ "${GRAFT_BROWSER_TESTS:-0}" = 1 ] && pkgs+=(chromium chromium-driver python3-selenium)
 # make fuzz: clang's libFuzzer (and its OpenMP runtime)
 [ "${GRAFT_FUZZ_DEPS:-0}" = 1 ] && pkgs+=(clang libomp-dev)
+# scripts/fuzz_coverage.sh: clang's coverage tools (llvm-profdata, llvm-cov)
+[ "${GRAFT_FUZZCOV_DEPS:-0}" = 1 ] && pkgs+=(clang libomp-dev llvm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

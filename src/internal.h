@@ -151,6 +151,18 @@ typedef struct graft_st_archive {
 graft_status graft_st_open(const char *path, graft_st_archive *a);
 /* Open model.safetensors, or the shards listed by model.safetensors.index.json, in dir. */
 graft_status graft_st_open_dir(const char *dir, graft_st_archive *a);
+/* The same checks on files held in memory (the fuzz harnesses: no file per
+ * input). The archive points into the caller's buffers, which must outlive
+ * it; name (or dir) only labels messages. graft_st_open_index_mem takes the
+ * index text and the shards it may name. */
+graft_status graft_st_open_mem(const char *name, const void *data, size_t size, graft_st_archive *a);
+typedef struct graft_st_mem_file {
+    const char *name; /* the shard's file name, as the index names it */
+    const void *data;
+    size_t size;
+} graft_st_mem_file;
+graft_status graft_st_open_index_mem(const char *dir, const char *text, size_t len, const graft_st_mem_file *shards,
+                                     int n_shards, graft_st_archive *a);
 const graft_st_tensor *graft_st_find(const graft_st_archive *a, const char *name);
 void graft_st_close(graft_st_archive *a);
 

@@ -26,8 +26,8 @@ For each method (default: GRACE and FT-L, a weight editor):
   4. with mounts (root, or an unprivileged user namespace; skipped with a
      message otherwise): a real tmpfs too small for the run (ENOSPC from the
      kernel), then remounted read-only (the resume, and a new run folder in
-     it, refused with "Read-only file system"; `graft edits list` still reads
-     the journal), then remounted larger: the resume ends in the reference's
+     it, and an undo, refused with "Read-only file system"; `graft edits list`
+     still reads the journal), then remounted larger: the resume ends in the reference's
      state.
 
 Defaults are CTest's short run (stories260K, a generated stream of 30 edits,
@@ -230,7 +230,9 @@ def kill_campaign(a, method, work, ref, ref_rows, secs, startup, rng):
         k_prev = k
         if not killed:
             break
-    if kills < a.kills:
+    # a kill can miss (the stream finished first); the delays aim at 80% of each
+    # kill's share, so most land: fewer than 70% means they do not fit the machine
+    if kills < max(1, (7 * a.kills + 9) // 10):
         raise Failure("%s: the stream finished after %d of %d kills (the kill delays are too long for this machine)"
                       % (method, kills, a.kills))
     compare_final(a, method, out, ref, ref_rows, method + " kill campaign")
@@ -296,6 +298,9 @@ mount -o remount,ro "$D" || exit 91
 "$@" --out "$D/run" --resume > "$D.2.out" 2> "$D.2.err"; echo $? > "$D.2.rc"
 "$@" --out "$D/new" > "$D.3.out" 2> "$D.3.err"; echo $? > "$D.3.rc"
 "$GRAFT" edits list --adaptor "$D/run" -m "$MODEL" > "$D.4.out" 2> "$D.4.err"; echo $? > "$D.4.rc"
+ID=$(awk 'NR == 2 {print $1}' "$D.4.out")
+if [ -n "$ID" ]; then "$GRAFT" edits undo "$ID" --adaptor "$D/run" -m "$MODEL" > "$D.6.out" 2> "$D.6.err"; echo $? > "$D.6.rc"
+else echo skip > "$D.6.rc"; : > "$D.6.err"; fi
 mount -o remount,rw,size=256m "$D" || exit 92
 "$@" --out "$D/run" --resume > "$D.5.out" 2> "$D.5.err"; echo $? > "$D.5.rc"
 cp -a "$D/run" "$D.final"
@@ -326,7 +331,8 @@ def mounts(a, method, work, ref, ref_rows):
         raise Failure("%s mount script failed (%d): %s" % (method, p.returncode, p.stderr[-400:]))
 
     def step(i):
-        return int(Path("%s.%d.rc" % (d, i)).read_text()), Path("%s.%d.err" % (d, i)).read_text(errors="replace")
+        rc = Path("%s.%d.rc" % (d, i)).read_text().strip()
+        return (None if rc == "skip" else int(rc)), Path("%s.%d.err" % (d, i)).read_text(errors="replace")
 
     res = {"tmpfs_kb": size_kb}
     rc, err = step(1)
@@ -335,8 +341,11 @@ def mounts(a, method, work, ref, ref_rows):
     elif "No space left on device" not in err:
         raise Failure("%s: full tmpfs: exit %d without naming the cause: %s" % (method, rc, err[-400:]))
     res["full"] = "exit %d: %s" % (rc, err.strip().splitlines()[-1][:200] if err.strip() else "")
-    for i, what in ((2, "resume in a read-only folder"), (3, "a new run folder on a read-only file system")):
+    for i, what in ((2, "resume in a read-only folder"), (3, "a new run folder on a read-only file system"),
+                    (6, "undo in a read-only folder")):
         rc, err = step(i)
+        if rc is None:  # no edit fitted before the disk was full: nothing to undo
+            continue
         if rc == 0 or rc >= 128 or "Read-only file system" not in err:
             raise Failure("%s: %s: exit %d, message %r" % (method, what, rc, err.strip()[-300:]))
         res["read_only_%d" % i] = err.strip().splitlines()[-1][:200]

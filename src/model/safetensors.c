@@ -26,7 +26,8 @@
  * length is a corrupt or hostile file, not a big model. */
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 /* Integers in the header are JSON numbers that cJSON parses as doubles;
- * above 2^53 they are no longer exact, so they cannot be trusted. */
+ * from 2^53 on they are no longer exact (2^53 + 1 reads as 2^53), so they
+ * cannot be trusted. */
 #define ST_MAX_EXACT ((double)(UINT64_C(1) << 53))
 
 /* ---------------------------------------------------------------- helpers */
@@ -72,7 +73,7 @@ static size_t utf8_check(const uint8_t *s, size_t len) {
 static bool json_uint(const cJSON *v, uint64_t *out) {
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
-    if (!(d >= 0.0) || d > ST_MAX_EXACT || d != (double)(uint64_t)d) return false;
+    if (!(d >= 0.0) || d >= ST_MAX_EXACT || d != (double)(uint64_t)d) return false;
     *out = (uint64_t)d;
     return true;
 }
@@ -117,22 +118,38 @@ static int cmp_span(const void *a, const void *b) {
 
 /* ---------------------------------------------------------------- reader */
 
-/* File offset of the header key "name" (for messages): cJSON keeps no
- * positions, so look for the quoted name followed by a colon. Names that
- * JSON escapes are not found; the header start is reported instead. */
-static size_t key_offset(const char *text, size_t n, const char *name) {
-    size_t len = strlen(name);
-    for (const char *p = text; (p = memchr(p, '"', n - (size_t)(p - text))) != NULL; p++) {
-        size_t left = n - (size_t)(p - text);
-        if (left < len + 2 || memcmp(p + 1, name, len) != 0 || p[len + 1] != '"')
+/* File offsets of the header's top-level keys (for messages), in file order,
+ * which is the order cJSON keeps its children in: the i-th entry's key is at
+ * keys[i]. One pass over the text, which cJSON has accepted as a JSON object:
+ * looking each name up from the start of the header instead was quadratic (a
+ * 2.3 MB header of 40,000 tensors took a minute; the 100 MB limit allows
+ * millions). Returns how many keys were stored (at most cap). */
+static size_t top_keys(const char *text, size_t n, size_t *keys, size_t cap) {
+    size_t k = 0;
+    int depth = 0;
+    bool in_str = false, esc = false, expect_key = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (esc) esc = false;
+            else if (c == '\\') esc = true;
+            else if (c == '"') in_str = false;
             continue;
-        const char *q = p + len + 2;
-        while (q < text + n && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
-            q++;
-        if (q < text + n && *q == ':')
-            return 8 + (size_t)(p - text);
+        }
+        if (c == '"') {
+            in_str = true;
+            if (depth == 1 && expect_key && k < cap) keys[k++] = 8 + i;
+            expect_key = false;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            expect_key = depth == 1;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            expect_key = true;
+        }
     }
-    return 8;
+    return k;
 }
 
 /* Parse one tensor entry of the header. data_size is the size of the data
@@ -175,7 +192,8 @@ static graft_status parse_tensor(const char *path, const cJSON *item, size_t eof
         if (!json_uint(e, &v) || v > (uint64_t)INT64_MAX)
             return graft_fail(
                 GRAFT_ERR_FORMAT,
-                "%s: tensor '%s' (header entry at file offset %zu): \"shape\" entry %d is not a non-negative integer",
+                "%s: tensor '%s' (header entry at file offset %zu): \"shape\" entry %d is not a non-negative integer "
+                "below 2^53",
                 path, name, eoff, d);
         t->shape[d++] = (int64_t)v;
         if (v > SIZE_MAX || !graft_mul_size(numel, (size_t)v, &numel))
@@ -195,7 +213,7 @@ static graft_status parse_tensor(const char *path, const cJSON *item, size_t eof
         !json_uint(cJSON_GetArrayItem(jo, 1), &end))
         return graft_fail(GRAFT_ERR_FORMAT,
                           "%s: tensor '%s' (header entry at file offset %zu): field \"data_offsets\" must be [begin, "
-                          "end] non-negative integers",
+                          "end] non-negative integers below 2^53",
                           path, name, eoff);
     if (begin > end)
         return graft_fail(GRAFT_ERR_FORMAT,
@@ -257,15 +275,12 @@ static graft_status parse_metadata(const char *path, const cJSON *item, size_t e
     return GRAFT_OK;
 }
 
-/* Map `path` as a->files[a->n_files] (room must exist) and append its
- * tensors to a->tensors. On failure a stays consistent for graft_st_close. */
-static graft_status st_add_file(graft_st_archive *a, const char *path, char **metadata) {
-    int fi = a->n_files;
-    GRAFT_TRY(graft_map_file(path, &a->files[fi]));
-    a->n_files++;
-    const graft_mapped_file *f = &a->files[fi];
-    const uint8_t *buf = f->data;
-    size_t size = f->size;
+/* Parse the file a->files[fi] holds, as the bytes buf[0..size), and append
+ * its tensors to a->tensors. Mapped files and in-memory ones
+ * (graft_st_open_mem) share this. On failure a stays consistent for
+ * graft_st_close. */
+static graft_status st_add_buffer(graft_st_archive *a, int fi, const char *path, const uint8_t *buf, size_t size,
+                                  char **metadata) {
 
     if (size < 8)
         return graft_fail(GRAFT_ERR_FORMAT, "%s: file is %zu bytes, too short for the 8-byte header length at offset 0",
@@ -322,17 +337,20 @@ static graft_status st_add_file(graft_st_archive *a, const char *path, char **me
         return graft_fail(GRAFT_ERR_FORMAT, "%s: header (file offset 8) is not a JSON object", path);
     }
 
-    int count = 0;
+    int count = 0, n_items = 0;
     const cJSON *item;
     cJSON_ArrayForEach(item, root) {
+        n_items++;
         if (strcmp(item->string, "__metadata__") != 0)
             count++;
     }
     graft_status st = GRAFT_OK;
     span *spans = calloc((size_t)count + 1, sizeof *spans);
+    size_t *keys = malloc(((size_t)n_items + 1) * sizeof *keys);
     graft_st_tensor *nt = realloc(a->tensors, ((size_t)a->n_tensors + (size_t)count + 1) * sizeof *nt);
-    if (!spans || !nt) {
+    if (!spans || !keys || !nt) {
         free(spans);
+        free(keys);
         if (nt)
             a->tensors = nt;
         free(text);
@@ -340,17 +358,20 @@ static graft_status st_add_file(graft_st_archive *a, const char *path, char **me
         return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory for %d tensors", path, count);
     }
     a->tensors = nt;
+    size_t n_keys = top_keys(text, n, keys, (size_t)n_items);
     size_t data_start = 8 + n;
     size_t data_size = size - data_start;
     int k = 0;
+    size_t ki = 0;
     cJSON_ArrayForEach(item, root) {
+        size_t eoff = ki < n_keys ? keys[ki] : 8; /* 8: the header start, should the scan disagree */
+        ki++;
         if (strcmp(item->string, "__metadata__") == 0) {
-            st = parse_metadata(path, item, key_offset(text, n, item->string), metadata);
+            st = parse_metadata(path, item, eoff, metadata);
         } else {
             graft_st_tensor *t = &a->tensors[a->n_tensors];
             memset(t, 0, sizeof *t);
-            st = parse_tensor(path, item, key_offset(text, n, item->string), buf + data_start, data_start, data_size,
-                              fi, t, &spans[k]);
+            st = parse_tensor(path, item, eoff, buf + data_start, data_start, data_size, fi, t, &spans[k]);
             if (st == GRAFT_OK) {
                 a->n_tensors++;
                 k++;
@@ -359,6 +380,7 @@ static graft_status st_add_file(graft_st_archive *a, const char *path, char **me
         if (st != GRAFT_OK)
             break;
     }
+    free(keys);
     free(text);
     cJSON_Delete(root);
 
@@ -389,6 +411,24 @@ static graft_status st_add_file(graft_st_archive *a, const char *path, char **me
     return st;
 }
 
+/* Map `path` as a->files[a->n_files] (room must exist) and append its
+ * tensors to a->tensors. On failure a stays consistent for graft_st_close. */
+static graft_status st_add_file(graft_st_archive *a, const char *path, char **metadata) {
+    int fi = a->n_files;
+    GRAFT_TRY(graft_map_file(path, &a->files[fi]));
+    a->n_files++;
+    return st_add_buffer(a, fi, path, a->files[fi].data, a->files[fi].size, metadata);
+}
+
+/* A file held by the caller: files[fi] gets only its name (data stays NULL,
+ * so graft_st_close unmaps nothing) and the tensors point into buf. */
+static graft_status st_add_mem(graft_st_archive *a, const char *path, const void *buf, size_t size, char **metadata) {
+    int fi = a->n_files;
+    if (!(a->files[fi].path = strdup(path))) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+    a->n_files++;
+    return st_add_buffer(a, fi, path, buf, size, metadata);
+}
+
 /* Sort by name for binary search and refuse duplicate names (JSON allows
  * repeated keys; a checkpoint with two values for one tensor is ambiguous). */
 static graft_status st_finish(graft_st_archive *a) {
@@ -405,14 +445,22 @@ static graft_status st_finish(graft_st_archive *a) {
     return GRAFT_OK;
 }
 
-graft_status graft_st_open(const char *path, graft_st_archive *a) {
+/* One file from disk (data NULL) or from memory. */
+static graft_status st_open_one(const char *path, const void *data, size_t size, graft_st_archive *a) {
     memset(a, 0, sizeof *a);
     a->files = calloc(1, sizeof *a->files);
     if (!a->files) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
-    graft_status st = st_add_file(a, path, &a->metadata_json);
+    graft_status st = data ? st_add_mem(a, path, data, size, &a->metadata_json) : st_add_file(a, path, &a->metadata_json);
     if (st == GRAFT_OK) st = st_finish(a);
     if (st != GRAFT_OK) graft_st_close(a);
     return st;
+}
+
+graft_status graft_st_open(const char *path, graft_st_archive *a) { return st_open_one(path, NULL, 0, a); }
+
+graft_status graft_st_open_mem(const char *name, const void *data, size_t size, graft_st_archive *a) {
+    static const uint8_t none[1];
+    return st_open_one(name, data ? data : none, data ? size : 0, a);
 }
 
 /* A shard named by an index must be a plain file name beside the index:
@@ -421,18 +469,58 @@ static bool plain_file_name(const char *s) {
     return s[0] != '\0' && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
-static graft_status open_index(const char *dir, const char *idx_path, graft_st_archive *a) {
-    char *text = NULL;
-    size_t len = 0;
-    GRAFT_TRY(graft_read_file(idx_path, &text, &len));
+/* For distinct_in_order: a name and where it first appears. */
+typedef struct name_at {
+    const char *name;
+    int at;
+} name_at;
+
+static int cmp_name_at(const void *pa, const void *pb) {
+    const name_at *a = pa, *b = pb;
+    int c = strcmp(a->name, b->name);
+    return c ? c : (a->at > b->at) - (a->at < b->at);
+}
+
+static int cmp_at(const void *pa, const void *pb) {
+    const name_at *a = pa, *b = pb;
+    return (a->at > b->at) - (a->at < b->at);
+}
+
+/* Keep the first occurrence of each name in v[0..n), in order; returns the
+ * new count. Sorting makes it O(n log n): comparing each name with every
+ * distinct one seen before was quadratic (an index of 40,000 shard names took
+ * 4 s). Without memory for the sort the slow scan does the same job. */
+static int distinct_in_order(const char **v, int n) {
+    name_at *w = malloc(((size_t)n + 1) * sizeof *w);
+    int m = 0;
+    if (!w) {
+        for (int i = 0; i < n; i++) {
+            int j = 0;
+            while (j < m && strcmp(v[j], v[i]) != 0) j++;
+            if (j == m) v[m++] = v[i];
+        }
+        return m;
+    }
+    for (int i = 0; i < n; i++) w[i] = (name_at){v[i], i};
+    qsort(w, (size_t)n, sizeof *w, cmp_name_at);
+    for (int i = 0; i < n; i++)
+        if (m == 0 || strcmp(w[m - 1].name, w[i].name) != 0) w[m++] = w[i];
+    qsort(w, (size_t)m, sizeof *w, cmp_at);
+    for (int i = 0; i < m; i++) v[i] = w[i].name;
+    free(w);
+    return m;
+}
+
+/* The index text idx_path holds; its shards are files in dir, or, when mem
+ * is not NULL, the n_mem buffers it names (graft_st_open_index_mem). */
+static graft_status open_index_text(const char *dir, const char *idx_path, const char *text, size_t len,
+                                    const graft_st_mem_file *mem, int n_mem, graft_st_archive *a) {
     const char *endp = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &endp, 0);
     if (!root) {
         size_t off = endp ? (size_t)(endp - text) : 0;
-        free(text);
         return graft_fail(GRAFT_ERR_FORMAT, "%s: not valid JSON (error near byte offset %zu)", idx_path, off);
     }
-    free(text);
     graft_status st = GRAFT_OK;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     const char **shards = NULL;
@@ -458,10 +546,9 @@ static graft_status open_index(const char *dir, const char *idx_path, graft_st_a
                             idx_path, e->string, e->valuestring);
             goto done;
         }
-        int j = 0;
-        while (j < n_shards && strcmp(shards[j], e->valuestring) != 0) j++;
-        if (j == n_shards) shards[n_shards++] = e->valuestring; /* each shard is opened once */
+        shards[n_shards++] = e->valuestring;
     }
+    n_shards = distinct_in_order(shards, n_shards); /* each shard is opened once */
     if (n_shards == 0) {
         st = graft_fail(GRAFT_ERR_FORMAT, "%s: \"weight_map\" is empty", idx_path);
         goto done;
@@ -479,7 +566,15 @@ static graft_status open_index(const char *dir, const char *idx_path, graft_st_a
         }
         /* later shards' metadata is dropped: the first one speaks for the set */
         char *meta = NULL;
-        st = st_add_file(a, sp, j == 0 ? &a->metadata_json : &meta);
+        char **mp = j == 0 ? &a->metadata_json : &meta;
+        if (!mem) {
+            st = st_add_file(a, sp, mp);
+        } else {
+            int k = 0;
+            while (k < n_mem && strcmp(mem[k].name, shards[j]) != 0) k++;
+            st = k < n_mem ? st_add_mem(a, sp, mem[k].data, mem[k].size, mp)
+                           : graft_fail(GRAFT_ERR_IO, "%s: cannot open: no such shard", sp);
+        }
         free(meta);
         if (st != GRAFT_OK) graft_fail_prefix(st, "%s: shard \"%s\"", idx_path, shards[j]);
         free(sp);
@@ -508,6 +603,27 @@ static graft_status open_index(const char *dir, const char *idx_path, graft_st_a
 done:
     free(shards);
     cJSON_Delete(root);
+    return st;
+}
+
+static graft_status open_index(const char *dir, const char *idx_path, graft_st_archive *a) {
+    char *text = NULL;
+    size_t len = 0;
+    GRAFT_TRY(graft_read_file(idx_path, &text, &len));
+    graft_status st = open_index_text(dir, idx_path, text, len, NULL, 0, a);
+    free(text);
+    return st;
+}
+
+graft_status graft_st_open_index_mem(const char *dir, const char *text, size_t len, const graft_st_mem_file *shards,
+                                     int n_shards, graft_st_archive *a) {
+    memset(a, 0, sizeof *a);
+    static const graft_st_mem_file none[1];
+    char *idx_path = graft_path_join(dir, "model.safetensors.index.json");
+    if (!idx_path) return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", dir);
+    graft_status st = open_index_text(dir, idx_path, text, len, shards ? shards : none, shards ? n_shards : 0, a);
+    if (st != GRAFT_OK) graft_st_close(a);
+    free(idx_path);
     return st;
 }
 

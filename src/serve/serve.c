@@ -24,6 +24,7 @@
 #include "../edit/journal.h"
 #include "../edit/stream.h"
 #include "../internal.h"
+#include "core/json_util.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -277,7 +278,7 @@ static cJSON *choice_obj(const gen_req *q, const char *piece, size_t n, const ch
     cJSON_AddNullToObject(c, "logprobs");
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
-    cJSON_AddItemToArray(ch, c);
+    graft_json_push(ch, c);
     return j;
 }
 
@@ -448,37 +449,63 @@ static void stream_free(void *cls) {
     free(cls);
 }
 
-/* Read an optional field of an expected JSON type; 0 ok, else sends a 400. */
-static int want_type(const cJSON *v, int ok, struct MHD_Connection *c, const char *name, const char *what,
-                     enum MHD_Result *ret) {
-    if (!v || cJSON_IsNull(v) || ok) return 0;
-    *ret = send_error(c, 400, name, "'%s' must be %s", name, what);
+/* A request the parsers below refuse: what route() answers (code 0: out of
+ * memory, the connection is dropped). The parsers touch no connection and no
+ * model, so fuzz/fuzz_serve_request.c runs them alone. */
+typedef struct req_error {
+    unsigned code;
+    const char *param;
+    char msg[256];
+} req_error;
+
+static int req_fail(req_error *e, unsigned code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int req_fail(req_error *e, unsigned code, const char *param, const char *fmt, ...) {
+    e->code = code;
+    e->param = param;
+    e->msg[0] = 0;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
     return 1;
 }
 
-static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJSON *body) {
-    enum MHD_Result ret = MHD_NO;
+static enum MHD_Result send_req_error(struct MHD_Connection *c, const req_error *e) {
+    return e->code ? send_error(c, e->code, e->param, "%s", e->msg) : MHD_NO;
+}
+
+/* Read an optional field of an expected JSON type; 0 ok, else a 400. */
+static int want_type(const cJSON *v, int ok, const char *name, const char *what, req_error *err) {
+    if (!v || cJSON_IsNull(v) || ok) return 0;
+    return req_fail(err, 400, name, "'%s' must be %s", name, what);
+}
+
+/* The body of /v1/completions into a new request (*out; 0), or a refusal (1). */
+static int parse_completion(const cJSON *body, int n_ctx, gen_req **out, req_error *err) {
     const cJSON *p = cJSON_GetObjectItem(body, "prompt"), *mt = cJSON_GetObjectItem(body, "max_tokens");
     const cJSON *tp = cJSON_GetObjectItem(body, "temperature"), *pp = cJSON_GetObjectItem(body, "top_p");
     const cJSON *sd = cJSON_GetObjectItem(body, "seed"), *stp = cJSON_GetObjectItem(body, "stop");
     const cJSON *n = cJSON_GetObjectItem(body, "n"), *str = cJSON_GetObjectItem(body, "stream");
     const cJSON *ec = cJSON_GetObjectItem(body, "echo"), *md = cJSON_GetObjectItem(body, "model");
-    if (!p) return send_error(c, 400, "prompt", "'prompt' is required (a string or a list of strings)");
-    if (want_type(mt, cJSON_IsNumber(mt), c, "max_tokens", "an integer", &ret) ||
-        want_type(tp, cJSON_IsNumber(tp), c, "temperature", "a number", &ret) ||
-        want_type(pp, cJSON_IsNumber(pp), c, "top_p", "a number", &ret) ||
-        want_type(sd, cJSON_IsNumber(sd), c, "seed", "an integer", &ret) ||
-        want_type(n, cJSON_IsNumber(n), c, "n", "an integer", &ret) ||
-        want_type(str, cJSON_IsBool(str), c, "stream", "a boolean", &ret) ||
-        want_type(ec, cJSON_IsBool(ec), c, "echo", "a boolean", &ret) ||
-        want_type(md, cJSON_IsString(md), c, "model", "a string", &ret) ||
-        want_type(stp, cJSON_IsString(stp) || cJSON_IsArray(stp), c, "stop", "a string or a list of strings", &ret))
-        return ret;
+    *out = NULL;
+    if (!p) return req_fail(err, 400, "prompt", "'prompt' is required (a string or a list of strings)");
+    if (want_type(mt, cJSON_IsNumber(mt), "max_tokens", "an integer", err) ||
+        want_type(tp, cJSON_IsNumber(tp), "temperature", "a number", err) ||
+        want_type(pp, cJSON_IsNumber(pp), "top_p", "a number", err) ||
+        want_type(sd, cJSON_IsNumber(sd), "seed", "an integer", err) ||
+        want_type(n, cJSON_IsNumber(n), "n", "an integer", err) ||
+        want_type(str, cJSON_IsBool(str), "stream", "a boolean", err) ||
+        want_type(ec, cJSON_IsBool(ec), "echo", "a boolean", err) ||
+        want_type(md, cJSON_IsString(md), "model", "a string", err) ||
+        want_type(stp, cJSON_IsString(stp) || cJSON_IsArray(stp), "stop", "a string or a list of strings", err))
+        return 1;
     if (n && cJSON_IsNumber(n) && n->valuedouble != 1)
-        return send_error(c, 400, "n", "graft serve gives one completion per prompt (n = 1)");
+        return req_fail(err, 400, "n", "graft serve gives one completion per prompt (n = 1)");
     gen_req *q = calloc(1, sizeof *q);
-    if (!q) return MHD_NO;
-    q->s = s;
+    if (!q) return req_fail(err, 0, NULL, NULL);
     q->fd = -1;
     graft_gen_opts_default(&q->g);
     q->g.max_new_tokens = 16; /* the API's defaults */
@@ -486,19 +513,27 @@ static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJ
     q->g.top_p = 1.0f;
     q->g.seed = (uint64_t)time(NULL);
     if (cJSON_IsNumber(mt)) {
-        if (mt->valuedouble < 0 || mt->valuedouble > s->n_ctx || mt->valuedouble != floor(mt->valuedouble)) {
+        if (mt->valuedouble < 0 || mt->valuedouble > n_ctx || mt->valuedouble != floor(mt->valuedouble)) {
             gen_req_free(q);
-            return send_error(c, 400, "max_tokens", "'max_tokens' must be an integer in 0..%d (the context)", s->n_ctx);
+            return req_fail(err, 400, "max_tokens", "'max_tokens' must be an integer in 0..%d (the context)", n_ctx);
         }
         q->g.max_new_tokens = (int)mt->valuedouble;
     }
     if (cJSON_IsNumber(tp)) q->g.temperature = (float)tp->valuedouble;
     if (cJSON_IsNumber(pp)) q->g.top_p = (float)pp->valuedouble;
-    if (cJSON_IsNumber(sd)) q->g.seed = (uint64_t)(int64_t)sd->valuedouble;
+    if (cJSON_IsNumber(sd)) {
+        /* a double outside int64's range has no integer conversion (undefined behaviour, found by fuzz_serve_request) */
+        if (!(sd->valuedouble >= -9223372036854775808.0 && sd->valuedouble < 9223372036854775808.0)) {
+            gen_req_free(q);
+            return req_fail(err, 400, "seed", "'seed' must be an integer in -2^63..2^63-1");
+        }
+        q->g.seed = (uint64_t)(int64_t)sd->valuedouble;
+    }
     if (!(q->g.temperature >= 0 && q->g.temperature <= 100) || !(q->g.top_p > 0 && q->g.top_p <= 1)) {
+        /* which one, decided before q is freed (reading it after was a use-after-free) */
+        const char *param = cJSON_IsNumber(pp) && !(q->g.top_p > 0 && q->g.top_p <= 1) ? "top_p" : "temperature";
         gen_req_free(q);
-        return send_error(c, 400, cJSON_IsNumber(pp) && !(q->g.top_p > 0 && q->g.top_p <= 1) ? "top_p" : "temperature",
-                          "need 0 <= temperature <= 100 and 0 < top_p <= 1");
+        return req_fail(err, 400, param, "need 0 <= temperature <= 100 and 0 < top_p <= 1");
     }
     q->stream = cJSON_IsTrue(str);
     q->echo = cJSON_IsTrue(ec);
@@ -508,7 +543,7 @@ static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJ
     for (int i = 0; !bad && cJSON_IsArray(p) && i < np; i++) bad = !cJSON_IsString(cJSON_GetArrayItem(p, i));
     if (bad) {
         gen_req_free(q);
-        return send_error(c, 400, "prompt", "'prompt' must be a string or a list of 1..64 strings");
+        return req_fail(err, 400, "prompt", "'prompt' must be a string or a list of 1..64 strings");
     }
     q->prompts = calloc((size_t)np, sizeof *q->prompts);
     for (int i = 0; q->prompts && i < np; i++) {
@@ -525,9 +560,19 @@ static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJ
     }
     if (bad || q->n_prompts < np) {
         gen_req_free(q);
-        return bad ? send_error(c, 400, "stop", "'stop' must be a non-empty string or a list of up to %d", MAX_STOPS)
-                   : MHD_NO;
+        return bad ? req_fail(err, 400, "stop", "'stop' must be a non-empty string or a list of up to %d", MAX_STOPS)
+                   : req_fail(err, 0, NULL, NULL);
     }
+    *out = q;
+    return 0;
+}
+
+static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJSON *body) {
+    enum MHD_Result ret = MHD_NO;
+    gen_req *q = NULL;
+    req_error err;
+    if (parse_completion(body, s->n_ctx, &q, &err)) return send_req_error(c, &err);
+    q->s = s;
     snprintf(q->id, sizeof q->id, "cmpl-%lx%06lx", (unsigned long)time(NULL), atomic_fetch_add(&s->next_id, 1));
     q->created = (long)time(NULL);
     q->deadline = graft_now_s() + s->o.request_timeout_s;
@@ -586,7 +631,7 @@ static enum MHD_Result completions(graft_server *s, struct MHD_Connection *c, cJ
         st = generate_one(q, i, &finish);
         if (st == GRAFT_OK) {
             cJSON *one = choice_obj(q, q->text ? q->text : "", q->len, finish), *arr = cJSON_GetObjectItem(one, "choices");
-            cJSON_AddItemToArray(choices, cJSON_DetachItemFromArray(arr, 0));
+            graft_json_push(choices, cJSON_DetachItemFromArray(arr, 0));
             cJSON_Delete(one);
         }
     }
@@ -635,7 +680,7 @@ typedef struct {
 static graft_status list_one(void *user, const graft_journal_entry *en) {
     list_ctx *l = user;
     if (strcmp(en->kind, "edit")) return GRAFT_OK;
-    if (l->want < 0) cJSON_AddItemToArray(l->arr, edit_obj(en));
+    if (l->want < 0) graft_json_push(l->arr, edit_obj(en));
     else if (en->id == l->want) l->found = edit_obj(en);
     return GRAFT_OK;
 }
@@ -657,19 +702,26 @@ static enum MHD_Result edits_get(graft_server *s, struct MHD_Connection *c, int6
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "object", "list");
-    cJSON_AddItemToObject(j, "data", l.arr);
+    graft_json_put(j, "data", l.arr);
     return send_json(c, 200, j, -1);
 }
 
+/* The body of POST /v1/edits: prompt and target (non-empty strings) and an
+ * optional subject (NULL when absent); 0 ok, 1 refused. */
+static int parse_edit(const cJSON *body, const cJSON **p, const cJSON **t, const cJSON **sub, req_error *err) {
+    *p = cJSON_GetObjectItem(body, "prompt"), *t = cJSON_GetObjectItem(body, "target");
+    *sub = cJSON_GetObjectItem(body, "subject");
+    if (!cJSON_IsString(*p) || !(*p)->valuestring[0])
+        return req_fail(err, 400, "prompt", "'prompt' is required: a non-empty string");
+    if (!cJSON_IsString(*t) || !(*t)->valuestring[0])
+        return req_fail(err, 400, "target", "'target' is required: a non-empty string");
+    return want_type(*sub, cJSON_IsString(*sub), "subject", "a string", err);
+}
+
 static enum MHD_Result edits_post(graft_server *s, struct MHD_Connection *c, cJSON *body) {
-    enum MHD_Result ret = MHD_NO;
-    const cJSON *p = cJSON_GetObjectItem(body, "prompt"), *t = cJSON_GetObjectItem(body, "target");
-    const cJSON *sub = cJSON_GetObjectItem(body, "subject");
-    if (!cJSON_IsString(p) || !p->valuestring[0])
-        return send_error(c, 400, "prompt", "'prompt' is required: a non-empty string");
-    if (!cJSON_IsString(t) || !t->valuestring[0])
-        return send_error(c, 400, "target", "'target' is required: a non-empty string");
-    if (want_type(sub, cJSON_IsString(sub), c, "subject", "a string", &ret)) return ret;
+    const cJSON *p, *t, *sub;
+    req_error err;
+    if (parse_edit(body, &p, &t, &sub, &err)) return send_req_error(c, &err);
     graft_text_edit ed;
     gate_write(s);
     pthread_mutex_lock(&s->jmu);
@@ -729,9 +781,17 @@ static enum MHD_Result edits_delete(graft_server *s, struct MHD_Connection *c, i
 
 /* ---------------------------------------------------------------- score and stats */
 
+/* The body of POST /v1/score: its text; 0 ok, 1 refused. */
+static int parse_score(const cJSON *body, const cJSON **t, req_error *err) {
+    *t = cJSON_GetObjectItem(body, "text");
+    if (!cJSON_IsString(*t)) return req_fail(err, 400, "text", "'text' is required: a string");
+    return 0;
+}
+
 static enum MHD_Result score(graft_server *s, struct MHD_Connection *c, cJSON *body) {
-    const cJSON *t = cJSON_GetObjectItem(body, "text");
-    if (!cJSON_IsString(t)) return send_error(c, 400, "text", "'text' is required: a string");
+    const cJSON *t;
+    req_error err;
+    if (parse_score(body, &t, &err)) return send_req_error(c, &err);
     int *ids = NULL;
     size_t n = 0;
     graft_status st = encode_prompt(s, t->valuestring, &ids, &n);
@@ -859,6 +919,57 @@ static int authorised(graft_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
+/* A POST body: non-empty, UTF-8, one JSON object (*out); 0 ok, 1 refused. */
+static int parse_body(const char *buf, size_t len, cJSON **out, req_error *err) {
+    size_t bad = 0;
+    *out = NULL;
+    if (!len) return req_fail(err, 400, NULL, "the request body is empty; send a JSON object");
+    if (!graft_utf8_valid(buf, len, &bad))
+        return req_fail(err, 400, NULL, "the request body is not valid UTF-8 (byte %zu)", bad);
+    const char *end = NULL;
+    cJSON *body = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (!body || !cJSON_IsObject(body)) {
+        long at = end ? (long)(end - buf) : -1;
+        cJSON_Delete(body);
+        return req_fail(err, 400, NULL, "the request body is not a JSON object (error near byte %ld)", at);
+    }
+    *out = body;
+    return 0;
+}
+
+/* The ID of /v1/edits/ID: a whole decimal number >= 1 (1 ok, 0 no such edit). */
+static int parse_edit_id(const char *s, long long *id) {
+    char *e = NULL;
+    errno = 0;
+    *id = strtoll(s, &e, 10);
+    return s[0] && !*e && !errno && *id >= 1;
+}
+
+int graft_serve_parse_request(const char *endpoint, const char *body, size_t len, int n_ctx) {
+    if (!strncmp(endpoint, "edits/", 6)) {
+        long long id;
+        return parse_edit_id(endpoint + 6, &id) ? 200 : 404;
+    }
+    req_error err;
+    cJSON *j = NULL;
+    int refused = parse_body(body, len, &j, &err);
+    if (!refused && !strcmp(endpoint, "completions")) {
+        gen_req *q = NULL;
+        refused = parse_completion(j, n_ctx, &q, &err);
+        if (q) gen_req_free(q);
+    } else if (!refused && !strcmp(endpoint, "edits")) {
+        const cJSON *p, *t, *sub;
+        refused = parse_edit(j, &p, &t, &sub, &err);
+    } else if (!refused && !strcmp(endpoint, "score")) {
+        const cJSON *t;
+        refused = parse_score(j, &t, &err);
+    } else if (!refused) {
+        refused = req_fail(&err, 404, NULL, "no such endpoint");
+    }
+    cJSON_Delete(j);
+    return refused ? (int)err.code : 200;
+}
+
 static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const char *url, const char *method, conn *cn) {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST"),
         del = !strcmp(method, "DELETE");
@@ -903,17 +1014,8 @@ static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const ch
     if (post) {
         const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         (void)ctype; /* clients differ in what they send; the body must be JSON either way */
-        size_t bad = 0;
-        if (!cn->len) return send_error(c, 400, NULL, "the request body is empty; send a JSON object");
-        if (!graft_utf8_valid(cn->body, cn->len, &bad))
-            return send_error(c, 400, NULL, "the request body is not valid UTF-8 (byte %zu)", bad);
-        const char *end = NULL;
-        body = cJSON_ParseWithLengthOpts(cn->body, cn->len, &end, 0);
-        if (!body || !cJSON_IsObject(body)) {
-            long at = end ? (long)(end - cn->body) : -1;
-            cJSON_Delete(body);
-            return send_error(c, 400, NULL, "the request body is not a JSON object (error near byte %ld)", at);
-        }
+        req_error err;
+        if (parse_body(cn->body, cn->len, &body, &err)) return send_req_error(c, &err);
     }
     enum MHD_Result ret;
     if (!strcmp(rest, "models") && get) {
@@ -923,7 +1025,7 @@ static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const ch
         cJSON_AddStringToObject(m, "object", "model");
         cJSON_AddNumberToObject(m, "created", 0);
         cJSON_AddStringToObject(m, "owned_by", "graft");
-        cJSON_AddItemToArray(arr, m);
+        graft_json_push(arr, m);
         ret = send_json(c, 200, j, -1);
     } else if (!strcmp(rest, "completions") && post) {
         ret = completions(s, c, body);
@@ -938,10 +1040,8 @@ static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const ch
     } else if (!strcmp(rest, "edits") && post) {
         ret = edits_post(s, c, body);
     } else if (!strncmp(rest, "edits/", 6) && (get || del)) {
-        char *e = NULL;
-        errno = 0;
-        long long id = strtoll(rest + 6, &e, 10);
-        if (!rest[6] || *e || errno || id < 1) ret = send_error(c, 404, "id", "no edit '%s'", rest + 6);
+        long long id;
+        if (!parse_edit_id(rest + 6, &id)) ret = send_error(c, 404, "id", "no edit '%s'", rest + 6);
         else if (get) ret = edits_get(s, c, id);
         else ret = edits_delete(s, c, id);
     } else {

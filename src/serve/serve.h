@@ -41,6 +41,15 @@ int graft_serve_port(const graft_server *s);
 /* Stop listening, finish in-flight requests, close the journal. */
 void graft_serve_stop(graft_server *s);
 
+/* The server's request parsing alone, with no model and no connection (the
+ * fuzz harness fuzz/fuzz_serve_request.c): endpoint "completions", "edits"
+ * or "score" parses body[0..len) as a POST to /v1/ENDPOINT is parsed (UTF-8,
+ * one JSON object, then the endpoint's fields, against a context of n_ctx
+ * tokens), "edits/ID" parses the ID of /v1/edits/ID; what it builds is freed.
+ * Returns the status the server answers with before any model work: 200
+ * accepted, 400 or 404 refused, 0 out of memory. */
+int graft_serve_parse_request(const char *endpoint, const char *body, size_t len, int n_ctx);
+
 /* The web page, embedded at build time from web/index.html (page.c). */
 extern const unsigned char graft_serve_page[];
 extern const size_t graft_serve_page_len;

@@ -10,8 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Ids above this are taken for corruption rather than a real vocabulary. */
-#define MAX_TOKEN_ID (1 << 26)
+/* Ids above this are taken for corruption rather than a real vocabulary
+ * (the largest have ~2^18 tokens). The id table costs 12 bytes per id up to
+ * the largest id, holes included, so one entry claiming id 2^26 cost 768 MiB
+ * of address space (278 MiB touched); 2^24, config.json's vocab_size limit,
+ * bounds it at 192 MiB (64 MiB touched). */
+#define MAX_TOKEN_ID (1 << 24)
 
 void tok_gpt2_byte_to_unicode(int32_t table[256]) {
     /* Printable Latin-1 bytes stand for themselves; the others are moved to
@@ -389,14 +393,11 @@ static graft_status parse_merges_txt(const char *path, const char *text, size_t 
     return GRAFT_OK;
 }
 
-graft_status tok_gpt2_load_files(graft_tokenizer *t, const char *vocab_path, const char *merges_path) {
-    char *vtext = NULL, *mtext = NULL;
-    size_t vsize = 0, msize = 0;
+graft_status tok_gpt2_load_files_mem(graft_tokenizer *t, const char *vocab_path, const char *vtext, size_t vsize,
+                                     const char *merges_path, const char *mtext, size_t msize) {
     cJSON *root = NULL;
     gpt2_src src = {.vocab_path = vocab_path, .merges_path = merges_path};
-    graft_status st = graft_read_file(vocab_path, &vtext, &vsize);
-    if (st == GRAFT_OK) st = graft_read_file(merges_path, &mtext, &msize);
-    if (st == GRAFT_OK) st = parse_json(vocab_path, vtext, vsize, &root);
+    graft_status st = parse_json(vocab_path, vtext, vsize, &root);
     if (st == GRAFT_OK) st = parse_merges_txt(merges_path, mtext, msize, &src.merges, &src.n_merges);
     if (st == GRAFT_OK) {
         src.vocab = root;
@@ -404,6 +405,15 @@ graft_status tok_gpt2_load_files(graft_tokenizer *t, const char *vocab_path, con
     }
     free(src.merges);
     cJSON_Delete(root);
+    return st;
+}
+
+graft_status tok_gpt2_load_files(graft_tokenizer *t, const char *vocab_path, const char *merges_path) {
+    char *vtext = NULL, *mtext = NULL;
+    size_t vsize = 0, msize = 0;
+    graft_status st = graft_read_file(vocab_path, &vtext, &vsize);
+    if (st == GRAFT_OK) st = graft_read_file(merges_path, &mtext, &msize);
+    if (st == GRAFT_OK) st = tok_gpt2_load_files_mem(t, vocab_path, vtext, vsize, merges_path, mtext, msize);
     free(vtext);
     free(mtext);
     return st;
@@ -478,10 +488,16 @@ static graft_status check_supported(const char *path, const cJSON *root, const c
 graft_status tok_gpt2_load_json(graft_tokenizer *t, const char *path) {
     char *text = NULL;
     size_t size = 0;
+    graft_status st = graft_read_file(path, &text, &size);
+    if (st == GRAFT_OK) st = tok_gpt2_load_json_mem(t, path, text, size);
+    free(text);
+    return st;
+}
+
+graft_status tok_gpt2_load_json_mem(graft_tokenizer *t, const char *path, const char *text, size_t size) {
     cJSON *root = NULL;
     gpt2_src src = {.vocab_path = path, .merges_path = path, .json = true};
-    graft_status st = graft_read_file(path, &text, &size);
-    if (st == GRAFT_OK) st = parse_json(path, text, size, &root);
+    graft_status st = parse_json(path, text, size, &root);
     const cJSON *model = root ? cJSON_GetObjectItemCaseSensitive(root, "model") : NULL;
     if (st == GRAFT_OK && !cJSON_IsObject(model))
         st = graft_fail(GRAFT_ERR_FORMAT, "%s: no \"model\" object (not a tokenizer.json?)", path);
@@ -499,7 +515,6 @@ graft_status tok_gpt2_load_json(graft_tokenizer *t, const char *path) {
     }
     free(src.merges);
     cJSON_Delete(root);
-    free(text);
     return st;
 }
 

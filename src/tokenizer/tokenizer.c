@@ -85,16 +85,40 @@ static bool looks_like_json(const char *path) {
     return c == '{';
 }
 
+static graft_tokenizer *tok_new(const char *path) {
+    graft_tokenizer *t = calloc(1, sizeof *t);
+    if (!t || !(t->path = strdup(path))) {
+        free(t);
+        graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    t->bos = t->eos = -1;
+    return t;
+}
+
+graft_status tok_load_mem(const char *path, int kind, const void *a, size_t na, const void *b, size_t nb,
+                          graft_tokenizer **out) {
+    *out = NULL;
+    graft_tokenizer *t = tok_new(path);
+    if (!t) return GRAFT_ERR_NOMEM;
+    graft_status st;
+    if (kind == TOK_MEM_JSON) st = tok_gpt2_load_json_mem(t, path, a, na);
+    else if (kind == TOK_MEM_PAIR) st = tok_gpt2_load_files_mem(t, "vocab.json", a, na, "merges.txt", b, nb);
+    else st = tok_llama2c_load_mem(t, path, a, na);
+    if (st != GRAFT_OK) {
+        graft_tokenizer_free(t);
+        return st;
+    }
+    *out = t;
+    return GRAFT_OK;
+}
+
 graft_status graft_tokenizer_load(const char *path, graft_tokenizer **out) {
     if (!out) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_load: out is NULL");
     *out = NULL;
     if (!path) return graft_fail(GRAFT_ERR_INVALID, "graft_tokenizer_load: path is NULL");
-    graft_tokenizer *t = calloc(1, sizeof *t);
-    if (!t || !(t->path = strdup(path))) {
-        free(t);
-        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", path);
-    }
-    t->bos = t->eos = -1;
+    graft_tokenizer *t = tok_new(path);
+    if (!t) return GRAFT_ERR_NOMEM;
     graft_status st;
     if (graft_path_is_dir(path)) st = load_dir(t, path);
     else if (!graft_path_exists(path)) st = graft_fail(GRAFT_ERR_IO, "%s: no such file or folder", path);

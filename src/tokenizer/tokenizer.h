@@ -137,12 +137,24 @@ struct graft_tokenizer {
     tok_spm spm;
 };
 
+/* A tokenizer from files held in memory, loaded as graft_tokenizer_load
+ * loads them from disk (the fuzz harnesses: no file per input): kind
+ * TOK_MEM_JSON is a tokenizer.json in a, TOK_MEM_PAIR vocab.json in a and
+ * merges.txt in b, TOK_MEM_LLAMA2C a tokenizer.bin in a. */
+enum { TOK_MEM_JSON, TOK_MEM_PAIR, TOK_MEM_LLAMA2C };
+graft_status tok_load_mem(const char *path, int kind, const void *a, size_t na, const void *b, size_t nb,
+                          graft_tokenizer **out);
+
 /* Allocate the piece table for n ids (all "no token"). */
 graft_status tok_pieces_alloc(graft_tokenizer *t, int n);
 
 /* GPT-2 byte-level BPE (gpt2_load.c, gpt2_encode.c). */
 graft_status tok_gpt2_load_files(graft_tokenizer *t, const char *vocab_path, const char *merges_path);
 graft_status tok_gpt2_load_json(graft_tokenizer *t, const char *path);
+/* The same from text in memory (the paths name the files in messages). */
+graft_status tok_gpt2_load_files_mem(graft_tokenizer *t, const char *vocab_path, const char *vtext, size_t vsize,
+                                     const char *merges_path, const char *mtext, size_t msize);
+graft_status tok_gpt2_load_json_mem(graft_tokenizer *t, const char *path, const char *text, size_t size);
 /* From a token list in id order (GGUF's tokenizer.ggml.tokens/token_type/
  * merges; `where` names the file in messages): tokens[i] of lens[i] bytes is
  * id i in the byte-level spelling; types[i] (may be NULL) 3 or 4 marks an
