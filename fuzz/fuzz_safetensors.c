@@ -10,10 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&a, 0, sizeof a);
     if (graft_st_open_mem("x.safetensors", data, size, &a) == GRAFT_OK) {
         /* every tensor the table promises lies inside the input: touch its ends */
-        volatile uint8_t sink = 0;
-        for (int i = 0; i < a.n_tensors; i++)
-            if (a.tensors[i].nbytes) sink ^= ((const uint8_t *)a.tensors[i].data)[0] ^ ((const uint8_t *)a.tensors[i].data)[a.tensors[i].nbytes - 1];
-        (void)sink;
+        fuzz_touch_tensors(&a);
         graft_st_close(&a);
     }
     return 0;

@@ -193,6 +193,8 @@ def reference(a, method, work, so):
 
 
 def kill_campaign(a, method, work, ref, ref_rows, secs, startup, rng):
+    if a.kills <= 0:
+        return {"skipped": "--kills 0"}
     out = Path(work) / ("kill_" + method)
     per_edit = secs / a.n
     kills, k_prev, log, runs = 0, 0, [], 0
@@ -400,9 +402,11 @@ def main():
                 r["reference_s"], r["startup_s"], r["write_calls"] = round(secs, 2), round(startup, 2), writes
                 r["kill"] = kill_campaign(a, method, work, ref, ref_rows, secs, startup, rng)
                 kc = r["kill"]
-                print("%s: %d kills over %d runs, %d distinct journal positions, %d kills before a new edit, "
-                      "final state equal to the uninterrupted run's" % (method, kc["kills"], kc["runs"],
-                      kc["distinct_journal_positions"], kc["kills_without_a_new_edit"]))
+                if "kills" in kc:
+                    print("%s: %d kills over %d runs, %d distinct journal positions, %d kills before a new edit, "
+                          "final state equal to the uninterrupted run's" % (method, kc["kills"], kc["runs"],
+                                                                            kc["distinct_journal_positions"],
+                                                                            kc["kills_without_a_new_edit"]))
                 r["disk_full"] = disk_full(a, method, work, ref, ref_rows, writes, so, rng)
                 df = r["disk_full"]
                 if "tried" in df:
