@@ -53,7 +53,11 @@ graft_status graft_map_file(const char *path, graft_mapped_file *f);
 void graft_unmap_file(graft_mapped_file *f);
 /* Read a whole (small) file into a NUL-terminated heap buffer. */
 graft_status graft_read_file(const char *path, char **data, size_t *size);
-/* Write a file atomically: write to path.tmp, fsync, rename over path. */
+/* Make a rename in dir durable: the folder's entry list is flushed too
+ * (best effort: a file system that cannot sync a folder is not an error). */
+void graft_fsync_dir(const char *dir);
+/* Write a file atomically: write to path.tmp, fsync, rename over path, fsync
+ * the folder. */
 graft_status graft_write_file_atomic(const char *path, const void *data, size_t size);
 bool graft_path_is_dir(const char *path);
 /* mkdir -p: create path and any missing parents. */

@@ -132,8 +132,22 @@ graft_status graft_write_file_atomic(const char *path, const void *data, size_t 
         free(tmp);
         return st;
     }
+    /* the new name itself must survive a power cut: flush the folder (tmp
+     * is reused as the folder's path) */
+    char *slash = strrchr(tmp, '/');
+    if (slash == tmp) slash[1] = 0;
+    else if (slash) *slash = 0;
+    graft_fsync_dir(slash ? tmp : ".");
     free(tmp);
     return GRAFT_OK;
+}
+
+void graft_fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
 }
 
 bool graft_path_is_dir(const char *path) {

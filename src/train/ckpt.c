@@ -51,15 +51,6 @@ static graft_status remove_flat_dir(const char *dir) {
     return st;
 }
 
-/* Make a rename durable: the folder's entry list is flushed too. */
-static void fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* ================================================================ trainer_state.json */
 
 static const char *dtype_str(graft_dtype dt) { return graft_dtype_name(dt); }
@@ -336,12 +327,12 @@ graft_status train_ckpt_write(const char *out_dir, const graft_model *m, const t
         goto done;
     }
     if ((st = write_files(tmp, m, opt, s)) != GRAFT_OK) goto done;
-    fsync_dir(tmp);
+    graft_fsync_dir(tmp);
     if (!graft_path_is_dir(final)) {
         if (rename(tmp, final) != 0) st = graft_fail(GRAFT_ERR_IO, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
     } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
         /* One atomic swap; the old checkpoint is now in checkpoint.tmp. */
-        fsync_dir(out_dir);
+        graft_fsync_dir(out_dir);
         st = remove_flat_dir(tmp);
     } else {
         /* No exchange on this filesystem: move the old one aside first. A
@@ -351,12 +342,12 @@ graft_status train_ckpt_write(const char *out_dir, const graft_model *m, const t
             st = graft_fail(GRAFT_ERR_IO, "%s: cannot replace the checkpoint: %s", final, strerror(errno));
             goto done;
         }
-        fsync_dir(out_dir);
+        graft_fsync_dir(out_dir);
         st = remove_flat_dir(old);
     }
     /* A checkpoint.old left by a crash is superseded now. */
     if (st == GRAFT_OK) st = remove_flat_dir(old);
-    if (st == GRAFT_OK) fsync_dir(out_dir);
+    if (st == GRAFT_OK) graft_fsync_dir(out_dir);
 done:
     free(final);
     free(tmp);
