@@ -46,6 +46,17 @@ int cmd_inspect(int argc, char **argv) {
     }
     graft_model_info in;
     graft_model_get_info(m, &in);
+    /* a GGUF file's own metadata, read again (the model keeps only what it uses) */
+    graft_gguf g;
+    /* (by the loaded format: probing the file again can fail for want of memory) */
+    bool is_gguf = model && in.format && !strncmp(in.format, "gguf", 4); /* gguf, gguf-q8_0 */
+    graft_status gst = is_gguf ? graft_gguf_open(model, &g) : GRAFT_OK;
+    if (gst != GRAFT_OK) {
+        /* it loaded, so this is no format error (out of memory, I/O): say so
+         * rather than print the description without the file's metadata */
+        graft_model_free(m);
+        return cli_fail_status("inspect", gst);
+    }
     graft_tokenizer *tok = graft_model_tokenizer(m);
     const char *tk = tok ? graft_tokenizer_kind(tok) : "none";
     int tv = tok ? graft_tokenizer_vocab_size(tok) : 0;
@@ -59,10 +70,6 @@ int cmd_inspect(int argc, char **argv) {
                in.vocab_size, in.n_ctx, in.tied_embeddings ? "true" : "false", (long long)in.n_params,
                in.mapped_bytes * mib, in.heap_bytes * mib, tk, tv);
     }
-    /* a GGUF file's own metadata, read again (the model keeps only what it uses) */
-    graft_gguf g;
-    bool is_gguf = model && !graft_path_is_dir(model) && graft_is_gguf_file(model);
-    if (is_gguf && graft_gguf_open(model, &g) != GRAFT_OK) is_gguf = false;
     if (json) {
         if (is_gguf) {
             printf(", \"gguf\": ");

@@ -48,13 +48,15 @@ graft_status graft_export_provenance(const char *out_dir, const char *base_model
     char *opts = NULL;
     GRAFT_TRY(graft_editor_opts_json(e, &opts));
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "base_model", base_model ? base_model : "");
-    cJSON_AddStringToObject(j, "adaptor", adaptor ? adaptor : "");
-    cJSON_AddStringToObject(j, "method", e->ops->name);
-    graft_json_put(j, "editor_options", cJSON_Parse(opts));
-    cJSON_AddNumberToObject(j, "live_edits", (double)live_edits);
-    cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
-    char *text = cJSON_Print(j);
+    /* every member or none: a failed add (out of memory) must not write a
+     * file that silently lacks it */
+    int ok = j && cJSON_AddStringToObject(j, "base_model", base_model ? base_model : "") &&
+             cJSON_AddStringToObject(j, "adaptor", adaptor ? adaptor : "") &&
+             cJSON_AddStringToObject(j, "method", e->ops->name) &&
+             graft_json_put(j, "editor_options", cJSON_Parse(opts)) &&
+             cJSON_AddNumberToObject(j, "live_edits", (double)live_edits) &&
+             cJSON_AddStringToObject(j, "dtype", graft_dtype_name(dt));
+    char *text = ok ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
     free(opts);
     char *path = graft_path_join(out_dir, "graft_export.json");

@@ -635,7 +635,14 @@ static graft_status reload_points(runner *R, long done) {
     }
     size_t kl = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        errno = 0;
         cJSON *j = cJSON_Parse(line);
+        if (!j && errno == ENOMEM) {
+            /* not a torn line: keep it (dropping it would lose the point for good) */
+            free(kept);
+            free(text);
+            return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", R->results_path);
+        }
         const cJSON *e = cJSON_GetObjectItem(j, "edits");
         if (j && cJSON_IsNumber(e) && (long)e->valuedouble <= done) {
             point p;
@@ -656,9 +663,15 @@ static graft_status reload_points(runner *R, long done) {
             if (R->n_pts == R->cap_pts) {
                 int cap = R->cap_pts ? 2 * R->cap_pts : 32;
                 point *np = realloc(R->pts, (size_t)cap * sizeof *np);
-                if (np) R->pts = np, R->cap_pts = cap;
+                if (!np) {
+                    cJSON_Delete(j);
+                    free(kept);
+                    free(text);
+                    return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory", R->results_path);
+                }
+                R->pts = np, R->cap_pts = cap;
             }
-            if (R->n_pts < R->cap_pts) R->pts[R->n_pts++] = p;
+            R->pts[R->n_pts++] = p;
             size_t L = strlen(line);
             memcpy(kept + kl, line, L);
             kl += L;

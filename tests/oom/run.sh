@@ -18,13 +18,24 @@
 #   - the first call of every site, and
 #   - 1, 1+stride, ... <= N and N, stride = ceil(N / S), S = --samples (100);
 # with --quick: the first call of S = 25 sites spread evenly over the run
-# (k = 1 and N included), so each try fails a different site.
+# (k = 1 and N included), so each try fails a different site. --quick leaves
+# out the two slowest scenarios, edit-emmet (memit.c's code, as edit-memit)
+# and edit-mend, unless --only names them: with them all 19 took 2m38s on the
+# 2 cores shared with other test campaigns (plain build, 2026-12-06), over the
+# ~2 minutes CTest's oom_quick may take; without them 2m02s (396 tries).
 # Reported per scenario: allocation calls, distinct sites (those in the graft
 # binary; the rest are in libc, SQLite, cJSON, libgomp...), stride, k values
 # tried, sites failed at least once, clean failures, tolerated failures (ok),
 # and the problems: crash (signal or sanitizer report), hang (60 s), no-msg
 # (non-zero exit without a message), journal (does not open, or a try that
-# exited 0 lacks its record), wrong (exit 0 but stdout differs), leak (ASan).
+# exited 0 lacks its record; for export: what a try that exited 0 wrote differs
+# from the reference, or a failed --gguf left a file), wrong (exit 0 but stdout
+# differs), leak (ASan).
+# Inputs some scenarios need are made once, uninjected, for the selected
+# scenarios only: GGUF conversions (export --gguf), a finished FT run and its
+# reference export (an export that exits 0 must write the reference's bytes),
+# and a 3-edit GRACE run cut back to 2 journal rows (sqlite3) that each
+# edit-resume try copies and continues with --resume.
 # Exit status: 0 when no crash, hang, leak or broken journal was found, 1 otherwise.
 # OOM_KEEP=DIR keeps the stderr of each sanitizer/leak report there.
 set -u
@@ -69,22 +80,53 @@ run() {
   rc=$?
 }
 
-# a finished GRACE run folder for the journal-write scenario (made without injection)
-"$GRAFT" edit -m "$BIN" --method grace --data "$DATA/stories_edits.jsonl" --n 2 --eval-at end \
-  --no-progress --out "$tmp/base-run" >/dev/null 2>"$tmp/err.base" \
-  || { echo "run.sh: could not make the base run: $(tail -2 "$tmp/err.base")" >&2; exit 2; }
+# want NAME...: is one of these scenarios selected (inputs are made only for those)
+want() {
+  [ -z "$ONLY" ] && return 0
+  local n; for n in "$@"; do case ",$ONLY," in *",$n,"*) return 0 ;; esac; done
+  return 1
+}
+# setup WHAT CMD...: an input made once, without injection
+setup() {
+  local what=$1; shift
+  "$@" >/dev/null 2>"$tmp/err.setup" || { echo "run.sh: could not make $what: $(tail -2 "$tmp/err.setup")" >&2; exit 2; }
+}
+EDATA=(--data "$DATA/stories_edits.jsonl" --eval-at end --no-progress)
+# a finished GRACE run folder for the journal-write scenario
+setup "the base run" "$GRAFT" edit -m "$BIN" --method grace "${EDATA[@]}" --n 2 --out "$tmp/base-run"
+# GGUF files to load: stories260K (llama) and the GPT-2 fact model, converted
+want load-gguf && setup "a GGUF" "$GRAFT" export -m "$BIN" --gguf "$tmp/s.gguf"
+want load-gguf-gpt2 && setup "a GPT-2 GGUF" "$GRAFT" export -m "$ROOT/models/factbase" --gguf "$tmp/fb.gguf"
+# a 3-edit GRACE stream stopped after its 2nd edit, as a kill right after that
+# edit's commit leaves it: the finished run with its last journal row deleted
+# (the results line past edit 2 is dropped by the resumed run)
+if want edit-resume && ! command -v sqlite3 >/dev/null; then
+  echo "edit-resume: skipped (no sqlite3 to cut its template)"; SKIP_RESUME=1
+elif want edit-resume; then
+  setup "the resume template" "$GRAFT" edit -m "$BIN" --method grace "${EDATA[@]}" --n 3 --out "$tmp/resume-tmpl"
+  sqlite3 "$tmp/resume-tmpl/journal.sqlite" "delete from edits where seq = 2" \
+    || { echo "run.sh: could not cut the resume template (sqlite3)" >&2; exit 2; }
+fi
+# a finished 1-edit FT run (a weight editor) and its export, the reference
+if want export export-gguf; then
+  setup "the FT run" "$GRAFT" edit -m "$BIN" --method ft "${EDATA[@]}" --n 1 --out "$tmp/ft-run"
+  setup "the reference export" "$GRAFT" export -m "$BIN" --adaptor "$tmp/ft-run" --out "$tmp/ref-export" --gguf "$tmp/ref.gguf"
+fi
 
 # scenario NAME POST CMD... : POST is a shell function run after each try (or "-"),
 # with $rc set; "-" compares the stdout of a try that exits 0 with the
 # uninjected run's (a tolerated failure must not change the answer).
 # CMD may use @OUT@ for a fresh output folder per try
 total_bad=0
+QUICK_SKIP="edit-emmet edit-mend"   # not in --quick (see the header)
 scenario() {
   local name=$1 post=$2; shift 2
   [ -n "$ONLY" ] && case ",$ONLY," in *",$name,"*) ;; *) return 0 ;; esac
+  [ -z "$ONLY" ] && [ "$SITES" = 0 ] && case " $QUICK_SKIP " in *" $name "*) return 0 ;; esac
   local cmd=("$@") out="$tmp/out" i
   prep() {  # fresh output folder; the command line with @OUT@ replaced
-    rm -rf "$out" "$tmp/undo-run"; cp -r "$tmp/base-run" "$tmp/undo-run"
+    rm -rf "$out" "$out.gguf" "$out.gguf.tmp" "$tmp/undo-run"; cp -r "$tmp/base-run" "$tmp/undo-run"
+    [ -n "${FROM:-}" ] && cp -r "$FROM" "$out"   # the folder the command continues
     argv=(); for i in "${cmd[@]}"; do argv+=("${i//@OUT@/$out}"); done
   }
   prep
@@ -149,8 +191,22 @@ journal_ok() {
 }
 journal_out() { journal_ok "$tmp/out" ' edit ' 1; }                   # the one edit is there
 journal_undo() { journal_ok "$tmp/undo-run" ' undo .*undoes edit 1' 1; }  # the undo is recorded
+# resumed: the 2 edits it held are still there, the 3rd too after exit 0
+journal_resume() {
+  "$GRAFT" edits list --adaptor "$tmp/out" >"$tmp/list" 2>"$tmp/err.list" || return 1
+  local n; n=$(grep -c ' edit ' "$tmp/list")
+  [ "$n" -ge 2 ] && { [ "$rc" -ne 0 ] || [ "$n" -eq 3 ]; }
+}
+# an export that exited 0 wrote the reference's bytes; a failed one left no
+# GGUF file (it is written as .tmp and renamed) and no .tmp
+export_hf() { [ "$rc" -ne 0 ] || diff -r "$tmp/out" "$tmp/ref-export" >/dev/null; }
+export_gguf() {
+  [ ! -e "$tmp/out.gguf.tmp" ] || return 1
+  if [ "$rc" -eq 0 ]; then cmp -s "$tmp/out.gguf" "$tmp/ref.gguf"; else [ ! -e "$tmp/out.gguf" ]; fi
+}
 
-E=(edit -m "$BIN" --data "$DATA/stories_edits.jsonl" --n 1 --eval-at end --no-progress --out @OUT@)
+E=(edit -m "$BIN" "${EDATA[@]}" --n 1 --out @OUT@)
+E2=(edit -m "$BIN" "${EDATA[@]}" --n 2 --batch 2 --out @OUT@)   # one batch of 2: a journal row
 scenario load-bin      - "$GRAFT" inspect -m "$BIN"
 scenario load-hf       - "$GRAFT" inspect -m "$DATA/llama-stories260K-hf"
 scenario load-gpt2     - "$GRAFT" inspect -m "$ROOT/models/factpara"
@@ -162,6 +218,16 @@ scenario edit-melo     journal_out "$GRAFT" "${E[@]}" --method melo
 scenario edit-rome     journal_out "$GRAFT" "${E[@]}" --method rome
 scenario edit-ft       journal_out "$GRAFT" "${E[@]}" --method ft
 scenario journal-undo  journal_undo "$GRAFT" edits undo 1 --adaptor "$tmp/undo-run" -m "$BIN"
+scenario load-gguf     - "$GRAFT" inspect -m "$tmp/s.gguf"
+scenario load-gguf-gpt2 - "$GRAFT" inspect -m "$tmp/fb.gguf"
+scenario edit-memit    journal_out "$GRAFT" "${E2[@]}" --method memit
+scenario edit-emmet    journal_out "$GRAFT" "${E2[@]}" --method emmet
+scenario edit-mend     journal_out "$GRAFT" edit -m "$ROOT/models/factbase" --method mend --data "$ROOT/data/facts/edit_stream.json" \
+  --n 1 --eval-at end --upstream-n 5 --err-sample 5 --no-progress --out @OUT@
+[ -z "${SKIP_RESUME:-}" ] && FROM=$tmp/resume-tmpl \
+scenario edit-resume   journal_resume "$GRAFT" edit -m "$BIN" --method grace "${EDATA[@]}" --n 3 --out @OUT@ --resume
+scenario export        export_hf "$GRAFT" export -m "$BIN" --adaptor "$tmp/ft-run" --out @OUT@
+scenario export-gguf   export_gguf "$GRAFT" export -m "$BIN" --adaptor "$tmp/ft-run" --gguf @OUT@.gguf
 
 if [ "$total_bad" -ne 0 ]; then echo "oom: $total_bad problem(s)"; exit 1; fi
 echo "oom: no crash, hang, leak or broken journal"
