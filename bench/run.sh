@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# make bench: the GEMM table, the engine figures on GPT-2 shapes and the
+# make bench: the machine floors (bandwidth, sgemm peak), the GEMM table, the engine figures on GPT-2 shapes and the
 # per-edit time of every editing method (bench_edit).
 # Every figure is the median and best of 5 runs (see bench/README.md).
 set -eu
 BUILD=${1:-build}
 export OMP_WAIT_POLICY=passive
+echo "== floors: CPU flags, memory bandwidth, sgemm peak =="
+"$BUILD/bench_floors"
 echo "== GEMM (K=768, N=3072) =="
 "$BUILD/bench_gemm"
 echo "== graft bench --shape gpt2 (124M, random weights) =="
