@@ -32,7 +32,7 @@ declare -A files=(
 )
 # functions whose lines are the parser proper, where a file holds more
 declare -A funcs=(
-  [fuzz_safetensors]='^(le64|utf8_check|json_uint|parse_dtype|cmp_span|key_offset|parse_tensor|parse_metadata|st_add_buffer|st_add_mem|st_finish|st_open_one|graft_st_open_mem|graft_st_close|graft_st_find)$'
+  [fuzz_safetensors]='^(le64|utf8_check|json_uint|parse_dtype|cmp_span|top_keys|parse_tensor|parse_metadata|st_add_buffer|st_add_mem|st_finish|st_open_one|graft_st_open_mem|graft_st_close|graft_st_find)$'
   [fuzz_shard_index]='^(plain_file_name|open_index_text|graft_st_open_index_mem)$'
   [fuzz_serve_request]='^(req_fail|want_type|parse_completion|parse_edit|parse_score|parse_body|parse_edit_id|graft_serve_parse_request|gen_req_free)$'
   [fuzz_change]='^(apply_change|grace_replay|grace_revert|melo_replay|melo_reset|get_head|get_tensor_head|ft_replay|ft_reset)$'

@@ -160,33 +160,21 @@ fi
 
 # ---- the server: the body limit, then a raised limit and a prompt longer than the context
 if command -v curl >/dev/null; then
-  pid=
-  stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-  trap 'stop; rm -rf "$tmp"' EXIT
-  serve() {
-    "$GRAFT" serve -m "$BIN" --port 0 "$@" >"$tmp/serve.log" 2>&1 &
-    pid=$!
-    port=
-    for _ in $(seq 1 100); do
-      port=$(sed -nE 's/.*http:\/\/127\.0\.0\.1:([0-9]+)\/.*/\1/p' "$tmp/serve.log" | head -1)
-      [ -n "$port" ] && curl -s -o /dev/null "http://127.0.0.1:$port/v1/models" && break
-      sleep 0.1
-    done
-  }
+  trap 'serve_stop; rm -rf "$tmp"' EXIT
   hwm() { sed -n 's/^VmHWM:[^0-9]*\([0-9]*\).*/\1/p' "/proc/$pid/status"; }
   post() { curl -s -o "$tmp/body" -w '%{http_code}' -X POST "http://127.0.0.1:$port/v1/completions" \
              -H 'Content-Type: application/json' --data-binary "$1"; }
   [ "$BODY" = "$PROMPT" ] || gen text "$tmp/p" "$BODY"
-  serve
+  serve_start "$BIN"
   code=$(post "@$tmp/p") # refused on its length alone: it need not be JSON
   echo "hostile: serve, POST /v1/completions with a $BODY-byte body: $code, peak RSS $(( $(hwm) / 1024 )) MiB; $(head -c 200 "$tmp/body")"
   [ "$code" = 413 ] && grep -qF "larger than the limit of 1048576 bytes" "$tmp/body" && ok || bad "big body: $code $(head -c 300 "$tmp/body")"
   [ "$(post '{"prompt": "Once upon", "max_tokens": 2}')" = 200 ] && ok || bad "after the big body: $(cat "$tmp/body")"
-  stop
+  serve_stop
   # raised limit: the prompt is read, tokenised and refused (1 MB: the
   # tokenising is what the generate case above already timed at full size)
   gen body "$tmp/b1.json" 1000000
-  serve --max-body 16000000
+  serve_start "$BIN" --max-body 16000000
   t0=$(date +%s.%N)
   code=$(post "@$tmp/b1.json")
   t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
@@ -195,7 +183,7 @@ if command -v curl >/dev/null; then
   [ "$code" = 400 ] && grep -qF "the model's context is 512 tokens" "$tmp/body" && ok || bad "long prompt: $code $(head -c 300 "$tmp/body")"
   [ -n "$SAN" ] || [ "$rss" -lt 120 ] && ok || bad "serve peak RSS $rss MiB"
   [ "$(post '{"prompt": "Once upon", "max_tokens": 2}')" = 200 ] && ok || bad "after the long prompt: $(cat "$tmp/body")"
-  stop
+  serve_stop
 else
   echo "cli_hostile: curl is not installed; the server cases are skipped" >&2
 fi

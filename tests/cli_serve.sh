@@ -14,20 +14,7 @@ BIN=$DATA/stories260K.bin
 cli_begin serve
 command -v curl >/dev/null || { echo "cli_serve: curl is not installed; skipped" >&2; exit 77; }
 
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-trap 'stop; rm -rf "$tmp"' EXIT
-# start ARGS...: serve on a free port, wait until it answers; $url is set
-start() {
-  "$GRAFT" serve -m "$BIN" --port 0 "$@" >"$tmp/serve.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do
-    port=$(sed -nE 's/.*http:\/\/127\.0\.0\.1:([0-9]+)\/.*/\1/p' "$tmp/serve.log" | head -1)
-    [ -n "$port" ] && curl -s -o /dev/null "http://127.0.0.1:$port/v1/models" && break
-    sleep 0.1
-  done
-  url=http://127.0.0.1:$port
-}
+trap 'serve_stop; rm -rf "$tmp"' EXIT
 # req METHOD PATH [BODY]: body to $tmp/body, status echoed
 req() {
   if [ $# -ge 3 ]; then curl -s -o "$tmp/body" -w '%{http_code}' -X "$1" "$url$2" -H 'Content-Type: application/json' --data-binary "$3" "${H[@]}"
@@ -37,7 +24,7 @@ H=()
 P='Lily wanted a ball, so mom gave Lily a'
 greedy() { echo "{\"prompt\": \"$P\", \"max_tokens\": ${1:-6}, \"temperature\": 0}"; }
 
-start --method grace --out "$tmp/run" --allow-unauthenticated-edits
+serve_start "$BIN" --method grace --out "$tmp/run" --allow-unauthenticated-edits
 [ "$(req GET /v1/models)" = 200 ] && grep -q '"object":"list"' "$tmp/body" && grep -q '"owned_by":"graft"' "$tmp/body" && ok || bad "models: $(cat "$tmp/body")"
 [ "$(req POST /v1/completions "$(greedy)")" = 200 ] && ok || bad "completion: $(cat "$tmp/body")"
 before=$(jq -r '.choices[0].text' "$tmp/body")
@@ -110,26 +97,26 @@ code=$(head -c 1100000 /dev/zero | tr '\0' a | curl -s -o "$tmp/body" -w '%{http
 # an acknowledged edit survives SIGKILL
 [ "$(req POST /v1/edits "{\"prompt\": \"$P\", \"target\": \"hat\"}")" = 200 ] && ok || bad "edit before kill"
 kill -9 "$pid"; wait "$pid" 2>/dev/null; pid=
-start --adaptor "$tmp/run" --allow-unauthenticated-edits
+serve_start "$BIN" --adaptor "$tmp/run" --allow-unauthenticated-edits
 req POST /v1/completions "$(greedy)" >/dev/null
 t=$(jq -r '.choices[0].text' "$tmp/body")
 [ "${t# hat}" != "$t" ] && ok || bad "after SIGKILL and restart: '$t'"
 req GET /v1/edits >/dev/null
 jq -e '[.data[] | select(.undone == false)] | length == 2' "$tmp/body" >/dev/null && ok || bad "live edits after restart: $(cat "$tmp/body")"
-stop
+serve_stop
 
 # keys: without one, edits are refused unless allowed; with one, every /v1 request needs it
-start --adaptor "$tmp/run"
+serve_start "$BIN" --adaptor "$tmp/run"
 [ "$(req POST /v1/edits "{\"prompt\": \"$P\", \"target\": \"cup\"}")" = 403 ] && ok || bad "unauthenticated edit should be 403"
 [ "$(req POST /v1/completions "$(greedy)")" = 200 ] && ok || bad "completions need no key when none is set"
-stop
-start --adaptor "$tmp/run" --api-key sekrit-key-1
+serve_stop
+serve_start "$BIN" --adaptor "$tmp/run" --api-key sekrit-key-1
 [ "$(req GET /v1/models)" = 401 ] && ok || bad "no key should be 401"
 H=(-H 'Authorization: Bearer wrong-key-123'); [ "$(req GET /v1/models)" = 401 ] && ok || bad "wrong key should be 401"
 H=(-H 'Authorization: Bearer sekrit-key-1')
 [ "$(req GET /v1/models)" = 200 ] && ok || bad "right key"
 [ "$(req DELETE /v1/edits/2)" = 200 ] && ok || bad "undo with the key: $(cat "$tmp/body")"
-stop
+serve_stop
 
 expect_err "has no journal" "adaptor folder without a journal" -- "$GRAFT" serve -m "$BIN" --adaptor "$tmp/nothing" --port 0
 expect_err "--method needs --out" "method without out" -- "$GRAFT" serve -m "$BIN" --method grace

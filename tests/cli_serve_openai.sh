@@ -18,14 +18,9 @@ if [ ! -f "$NPM_DIR/node_modules/openai/package.json" ]; then
     { echo "cli_serve_openai: cannot install the npm package openai (offline?); skipped" >&2; exit 77; }
 fi
 KEY=test-key-12345
-"$GRAFT" serve -m "$DATA/stories260K.bin" --method grace --out "$tmp/run" --port 0 --api-key "$KEY" --quiet >"$tmp/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 1 100); do
-  port=$(sed -nE 's/.*http:\/\/127\.0\.0\.1:([0-9]+)\/.*/\1/p' "$tmp/log" | head -1)
-  [ -n "$port" ] && break; sleep 0.1
-done
-[ -n "$port" ] && ok || bad "server did not start: $(cat "$tmp/log")"
+trap 'serve_stop; rm -rf "$tmp"' EXIT
+serve_start "$DATA/stories260K.bin" --method grace --out "$tmp/run" --api-key "$KEY" --quiet
+[ -n "$port" ] && ok || bad "server did not start: $(cat "$tmp/serve.log")"
 NODE_PATH="$NPM_DIR/node_modules" node "$(dirname "$0")/openai_client.cjs" "http://127.0.0.1:$port/v1" "$KEY" \
   "Lily wanted a ball, so mom gave Lily a" "cake" && ok || bad "the OpenAI client run failed"
 cli_end serve_openai

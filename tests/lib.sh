@@ -29,3 +29,23 @@ expect_err() {
   if [ "$rc" -eq 1 ] && grep -qF -- "$sub" "$tmp/err"; then ok
   else bad "$what: exit $rc, stderr '$(head -c 300 "$tmp/err")' lacks '$sub'"; fi
 }
+
+# serve_start MODEL ARGS...: `graft serve -m MODEL --port 0 ARGS` in the
+# background (log: $tmp/serve.log); waits until it answers. Sets $pid, $port
+# ("" when it never answered) and $url. serve_stop stops it; a script that
+# serves removes it on exit with  trap 'serve_stop; rm -rf "$tmp"' EXIT
+pid=
+serve_stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
+serve_start() {
+  local model=$1; shift
+  "$GRAFT" serve -m "$model" --port 0 "$@" >"$tmp/serve.log" 2>&1 &
+  pid=$!
+  port=
+  for _ in $(seq 1 100); do
+    port=$(sed -nE 's/.*http:\/\/127\.0\.0\.1:([0-9]+)\/.*/\1/p' "$tmp/serve.log" | head -1)
+    [ -n "$port" ] && curl -s -o /dev/null "http://127.0.0.1:$port/v1/models" && break
+    port=
+    sleep 0.1
+  done
+  url=http://127.0.0.1:$port
+}
