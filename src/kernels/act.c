@@ -8,6 +8,7 @@
  * graft_vexpf vectorizes where libm's tanhf/expf would not.
  */
 #include "kernels.h"
+#include "parallel.h"
 
 #pragma omp declare simd notinbranch
 
@@ -17,12 +18,12 @@
 
 void graft_gelu_forward(float *out, const float *x, size_t n) {
     const long long nn = (long long)n;
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
     for (long long i = 0; i < nn; i++) {
         const float u = x[i];
         const float y = GELU_K * (u + GELU_A * u * u * u);
         out[i] = u / (1.0f + graft_vexpf(-2.0f * y));
-    }
+    });
 }
 
 /* d/du [u s] with s = sigmoid(2y): s + u * 2 s (1 - s) * dy/du,
@@ -30,23 +31,23 @@ void graft_gelu_forward(float *out, const float *x, size_t n) {
 void graft_gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
     if (!dx) return;
     const long long nn = (long long)n;
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
     for (long long i = 0; i < nn; i++) {
         const float u = x[i];
         const float y = GELU_K * (u + GELU_A * u * u * u);
         const float s = 1.0f / (1.0f + graft_vexpf(-2.0f * y));
         const float dy = GELU_K * (1.0f + 3.0f * GELU_A * u * u);
         dx[i] += dout[i] * (s + 2.0f * u * s * (1.0f - s) * dy);
-    }
+    });
 }
 
 void graft_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     const long long nn = (long long)n;
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
     for (long long i = 0; i < nn; i++) {
         const float g = gate[i];
         out[i] = g / (1.0f + graft_vexpf(-g)) * up[i];
-    }
+    });
 }
 
 /* silu'(g) = s (1 + g (1 - s)), s = sigmoid(g). */
@@ -54,25 +55,25 @@ void graft_swiglu_backward(float *dgate, float *dup, const float *dout, const fl
                            const float *up, size_t n) {
     const long long nn = (long long)n;
     if (dgate && dup) {
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+        GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
         for (long long i = 0; i < nn; i++) {
             const float g = gate[i];
             const float s = 1.0f / (1.0f + graft_vexpf(-g));
             dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
             dup[i] += dout[i] * g * s;
-        }
+        });
     } else if (dgate) {
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+        GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
         for (long long i = 0; i < nn; i++) {
             const float g = gate[i];
             const float s = 1.0f / (1.0f + graft_vexpf(-g));
             dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
-        }
+        });
     } else if (dup) {
-#pragma omp parallel for simd schedule(static) if (nn > PAR_MIN_ELEMS)
+        GRAFT_PAR_FOR_SIMD(nn > PAR_MIN_ELEMS,
         for (long long i = 0; i < nn; i++) {
             const float g = gate[i];
             dup[i] += dout[i] * g / (1.0f + graft_vexpf(-g));
-        }
+        });
     }
 }

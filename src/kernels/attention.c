@@ -34,6 +34,7 @@
  * a task, so BLAS is never entered from the parallel region.
  */
 #include "kernels.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <string.h>
@@ -158,7 +159,7 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
     const float scale = 1.0f / sqrtf((float)D);
     const int ntask = seqs->n * H;
     /* Longer sequences cost quadratically more: dynamic scheduling. */
-#pragma omp parallel for schedule(dynamic, 1) if (attention_work(seqs, H, D) > PAR_MIN_WORK)
+    GRAFT_PAR_FOR_DYNAMIC(attention_work(seqs, H, D) > PAR_MIN_WORK,
     for (int task = 0; task < ntask; task++) {
         const int s = task / H, h = task % H, g = h / group;
         const int r0 = seqs->start[s], len = seqs->start[s + 1] - r0;
@@ -186,7 +187,7 @@ void graft_attention_forward(float *out, float *att, const float *q, int ldq, co
                             nq, D, scale, S);
             }
         }
-    }
+    });
 }
 
 void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv, const float *dout,
@@ -199,7 +200,7 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
     const int group = H / KV;
     const float scale = 1.0f / sqrtf((float)D);
     const int ntask = seqs->n * KV;
-#pragma omp parallel for schedule(dynamic, 1) if (attention_work(seqs, H, D) > PAR_MIN_WORK)
+    GRAFT_PAR_FOR_DYNAMIC(attention_work(seqs, H, D) > PAR_MIN_WORK,
     for (int task = 0; task < ntask; task++) {
         const int s = task / KV, g = task % KV;
         const int r0 = seqs->start[s], len = seqs->start[s + 1] - r0;
@@ -245,7 +246,7 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
                         float *sr = S + (size_t)r * KB;
                         const float *pr = Pt + (size_t)r * len;
                         const float rr = rs[r];
-#pragma omp simd
+                        _Pragma("omp simd")
                         for (int u = 0; u < kt; u++) sr[u] = pr[u] * (sr[u] - rr);
                     }
                     if (dqh) /* dQ += scale dS K */
@@ -257,7 +258,7 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
                 }
             }
         }
-    }
+    });
 }
 
 void graft_attention_cached(float *out, const float *q, int ldq, const float *kcache,
@@ -270,8 +271,7 @@ void graft_attention_cached(float *out, const float *q, int ldq, const float *kc
     const int nblk = (n_new + QB - 1) / QB;
     const int ntask = nblk * H;
     const double work = (double)n_new * (past + n_new) * H * D;
-    (void)work; /* only read by OpenMP pragmas */
-#pragma omp parallel for schedule(dynamic, 1) if (work > PAR_MIN_WORK)
+    GRAFT_PAR_FOR_DYNAMIC(work > PAR_MIN_WORK,
     for (int task = 0; task < ntask; task++) {
         const int b = task / H, h = task % H, g = h / group;
         const int i0 = b * QB, nq = n_new - i0 < QB ? n_new - i0 : QB;
@@ -279,5 +279,5 @@ void graft_attention_cached(float *out, const float *q, int ldq, const float *kc
         flash_block(out + (size_t)i0 * HD + (size_t)h * D, HD, q + (size_t)i0 * ldq + (size_t)h * D,
                     ldq, kcache + (size_t)g * D, vcache + (size_t)g * D, ldkv, past + i0, nq, D,
                     scale, S);
-    }
+    });
 }

@@ -5,27 +5,11 @@
 #include "internal.h"
 #include "kernels.h"
 
-#include <string.h>
-
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 #ifdef GRAFT_USE_OPENBLAS
 #include <cblas.h>
-#endif
-
-#ifdef GRAFT_USE_OPENBLAS
-#ifdef _OPENMP
-/* The built-in GEMM on the calling thread only (gemm_builtin.c). */
-#endif
-
-/* beta == 0 must not read C (it may hold NaN garbage). Reference BLAS
- * promises that, and OpenBLAS's GEMM zero-fills for beta == 0, but some of
- * its GEMV kernels have scaled y by 0 (NaN * 0 = NaN): y is zeroed first.
- * (tests/test_gemm.c checks both with NaN-filled outputs.) */
-static void zero_c(int M, int N, float *C, int ldc) {
-    for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, (size_t)N * sizeof(float));
-}
 #endif
 
 void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -46,14 +30,13 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
         return;
     }
     if (M == 1) {
-        /* Decode: one row times a matrix is a GEMV, which OpenBLAS does
-         * faster than its GEMM path for a 1-row A. */
-        const int incx = transA ? lda : 1;
-        if (beta == 0.0f) zero_c(1, N, C, ldc);
-        if (!transB) /* B [K, N]: y = B^T x */
-            cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, incx, beta, C, 1);
-        else /* B [N, K]: y = B x */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, incx, beta, C, 1);
+        /* Decode: one row times a matrix is a GEMV, bound by reading the
+         * matrix once. The built-in GEMV reads it at the same speed as
+         * OpenBLAS's, and decides for itself when a product is too small for
+         * a second thread: OpenBLAS's sgemv opened a parallel region for the
+         * 64 x 64 matrices of stories260K, whose wake-ups cost more than the
+         * products (2 threads decoded 4x slower than 1). */
+        graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,

@@ -24,6 +24,7 @@
  */
 #include "internal.h"
 #include "kernels.h"
+#include "parallel.h"
 
 #include <string.h>
 
@@ -122,12 +123,11 @@ static void dot4(float out[4], int K, const float *restrict x, const float *r0, 
 static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
                  float beta, float *y, int incy, int threads) {
     const int par = threads && (double)N * K > 1e5;
-    (void)par; /* only read by OpenMP pragmas */
     if (kmajor) {
         /* Each task owns GEMV_CHUNK columns and walks all rows of the matrix
          * (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
         const int nchunks = (N + GEMV_CHUNK - 1) / GEMV_CHUNK;
-#pragma omp parallel for schedule(static) if (par)
+        GRAFT_PAR_FOR(par,
         for (int c = 0; c < nchunks; c++) {
             const int n0 = c * GEMV_CHUNK, w = imin(GEMV_CHUNK, N - n0);
             float acc[GEMV_CHUNK];
@@ -137,10 +137,10 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
                 float *yp = y + (size_t)(n0 + j) * incy;
                 *yp = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * *yp;
             }
-        }
+        });
     } else {
         const int ngroups = (N + 3) / 4;
-#pragma omp parallel for schedule(static) if (par)
+        GRAFT_PAR_FOR(par,
         for (int g = 0; g < ngroups; g++) {
             const int n0 = g * 4, nn = imin(4, N - n0);
             /* rows past the edge repeat row n0; their results are dropped */
@@ -152,7 +152,7 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
                 float *yp = y + (size_t)(n0 + j) * incy;
                 *yp = beta == 0.0f ? alpha * s[j] : alpha * s[j] + beta * *yp;
             }
-        }
+        });
     }
 }
 
@@ -485,9 +485,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
     }
 
     const int par = threads && (double)M * N * K > PARALLEL_MIN_FMA;
-    (void)par; /* only read by OpenMP pragmas */
-#pragma omp parallel if (par)
-    {
+    GRAFT_PAR_REGION(par,
         for (int jc = 0; jc < N; jc += NC) {
             const int nc = imin(NC, N - jc);
             const int npan_n = (nc + NR - 1) / NR;
@@ -496,7 +494,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                 /* Later K slices add onto what the first one wrote. */
                 const float beta_eff = pc == 0 ? beta : 1.0f;
 
-#pragma omp for schedule(static)
+_Pragma("omp for schedule(static)")
                 for (int q = 0; q < npan_n; q++) {
                     const int nr = imin(NR, nc - q * NR);
                     if (direct_b && nr == NR) continue; /* read in place */
@@ -507,7 +505,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                 for (int ic = 0; ic < M; ic += MC) {
                     const int mc = imin(MC, M - ic);
                     const int npan_m = (mc + MR - 1) / MR;
-#pragma omp for schedule(static)
+_Pragma("omp for schedule(static)")
                     for (int p = 0; p < npan_m; p++)
                         pack_a(ap + (size_t)p * MR * kc, A, lda, transA, ic + p * MR,
                                imin(MR, mc - p * MR), pc, kc);
@@ -518,7 +516,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                      * block is swept by one thread (its L2 working set);
                      * dynamic, so a thread that the OS preempts (two cores
                      * shared with other work) does not stall the other. */
-#pragma omp for schedule(dynamic, npan_m)
+_Pragma("omp for schedule(dynamic, npan_m)")
                     for (int it = 0; it < items; it++) {
                         const int jb = it / npan_m, p = it % npan_m;
                         const int mr = imin(MR, mc - p * MR);
@@ -544,7 +542,7 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
                 }
             }
         }
-    }
+    );
     graft_free_aligned(bp);
     graft_free_aligned(ap);
 }

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "kernels.h"
+#include "parallel.h"
 
 #include <string.h>
 
@@ -17,8 +18,8 @@ void graft_linear_forward(float *y, const float *x, const float *w, const float 
     if (b) {
         /* Start from the bias and let the GEMM add onto it (beta = 1): one
          * pass over y instead of a GEMM pass plus a bias pass. */
-#pragma omp parallel for schedule(static) if ((double)M * N > PAR_MIN_ELEMS)
-        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
+        GRAFT_PAR_FOR((double)M * N > PAR_MIN_ELEMS,
+        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float)););
         beta = 1.0f;
     }
     if (layout == GRAFT_W_KN)
@@ -47,16 +48,16 @@ void graft_linear_backward(float *dx, float *dw, float *db, const float *dy, con
          * two threads touch the same db entry and the summation order, hence
          * the result, does not depend on the thread count. */
         const int nblk = (N + 63) / 64;
-#pragma omp parallel for schedule(static) if ((double)M * N > PAR_MIN_ELEMS)
+        GRAFT_PAR_FOR((double)M * N > PAR_MIN_ELEMS,
         for (int blk = 0; blk < nblk; blk++) {
             const int c0 = blk * 64, cn = N - c0 < 64 ? N - c0 : 64;
             float acc[64] = {0};
             for (int i = 0; i < M; i++) {
                 const float *row = dy + (size_t)i * N + c0;
-#pragma omp simd
+                _Pragma("omp simd")
                 for (int c = 0; c < cn; c++) acc[c] += row[c];
             }
             for (int c = 0; c < cn; c++) db[c0 + c] += acc[c];
-        }
+        });
     }
 }

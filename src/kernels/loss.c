@@ -11,6 +11,7 @@
  * rather than reading out of bounds.
  */
 #include "kernels.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <string.h>
@@ -51,7 +52,7 @@ static double row_max_sumexp(const float *x, int V, float *m_out) {
 }
 
 void graft_crossentropy_forward(float *loss, const float *logits, const int *target, int T, int V) {
-#pragma omp parallel for schedule(static) if ((double)T * V > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR((double)T * V > PAR_MIN_ELEMS,
     for (int t = 0; t < T; t++) {
         const int y = target[t];
         if (y < 0) {
@@ -67,7 +68,7 @@ void graft_crossentropy_forward(float *loss, const float *logits, const int *tar
         const double sum = row_max_sumexp(x, V, &m);
         const double lse = (double)m + log(sum);
         loss[t] = (float)(lse - (double)x[y]);
-    }
+    });
 }
 
 /* dloss == NULL means dloss = 1 for every row.
@@ -76,7 +77,7 @@ void graft_crossentropy_forward(float *loss, const float *logits, const int *tar
  * overwritten. Two passes over the row: statistics, then the gradient. */
 void graft_crossentropy_backward(float *dlogits, const float *logits, const int *target,
                                  const float *dloss, int T, int V) {
-#pragma omp parallel for schedule(static) if ((double)T * V > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR((double)T * V > PAR_MIN_ELEMS,
     for (int t = 0; t < T; t++) {
         const int y = target[t];
         float *d = dlogits + (size_t)t * V;
@@ -94,10 +95,10 @@ void graft_crossentropy_backward(float *dlogits, const float *logits, const int 
         const double sum = row_max_sumexp(x, V, &m);
         const float k = (float)((double)g / sum);
         const float xy = x[y]; /* saved: the loop below may overwrite it */
-#pragma omp simd
+        _Pragma("omp simd")
         for (int i = 0; i < V; i++) d[i] = graft_vexpf(x[i] - m) * k;
         /* the one-hot term in double, so p_y - 1 keeps its precision when
          * p_y is close to 1 */
         d[y] = (float)((double)graft_vexpf(xy - m) * (double)g / sum - (double)g);
-    }
+    });
 }

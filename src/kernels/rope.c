@@ -11,6 +11,7 @@
  * shared by all heads.
  */
 #include "kernels.h"
+#include "parallel.h"
 
 #include <math.h>
 
@@ -26,7 +27,7 @@ static void rope_apply(float *x, int ld, const int *pos, int T, int n_heads, int
     for (int j = 0; j < half; j++)
         inv_freq[j] = 1.0f / powf(theta, (float)(2 * j) / (float)head_dim);
 
-#pragma omp parallel for schedule(static) if ((double)T * n_heads * head_dim > PAR_MIN_ELEMS)
+    GRAFT_PAR_FOR((double)T * n_heads * head_dim > PAR_MIN_ELEMS,
     for (int t = 0; t < T; t++) {
         float cs[half], sn[half];
         const float p = (float)pos[t];
@@ -46,7 +47,7 @@ static void rope_apply(float *x, int ld, const int *pos, int T, int n_heads, int
                 }
             } else {
                 float *lo = hx, *hi = hx + half;
-#pragma omp simd
+                _Pragma("omp simd")
                 for (int j = 0; j < half; j++) {
                     const float a = lo[j], b = hi[j];
                     lo[j] = a * cs[j] - b * sn[j];
@@ -54,7 +55,7 @@ static void rope_apply(float *x, int ld, const int *pos, int T, int n_heads, int
                 }
             }
         }
-    }
+    });
 }
 
 void graft_rope_forward(float *x, int ld, const int *pos, int T, int n_heads, int head_dim,
