@@ -3,12 +3,15 @@
  * of several runs, because these machines are noisy (steal time). */
 #include "cli.h"
 #include "engine.h"
+#include "model/save.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static void usage(FILE *out) {
     fputs("usage: graft bench [-m MODEL | --shape NAME] [--runs N] [--threads N] [--prefill T]\n"
@@ -19,6 +22,8 @@ static void usage(FILE *out) {
           "  KV-cached greedy decode of N tokens (default 64) at batch 1 -> tokens per second\n"
           "  and the peak resident memory of the process.\n"
           "  --shape NAME   random weights: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl (1.5B), gpt2-tiny, llama-tiny\n"
+          "  --dtype D      with --shape: f32 (default), f16 or bf16; the random model is written to a\n"
+          "                 temporary folder in that dtype and loaded from it, weights used as stored\n"
           "  --no-step      skip the forward+backward step (it needs a second copy of the weights for gradients)\n",
           out);
 }
@@ -54,13 +59,40 @@ static double peak_rss_mb(void) {
     return ru.ru_maxrss / 1024.0; /* Linux reports KiB */
 }
 
+/* Write *m as an HF folder in dtype to a temporary folder and load it back,
+ * so that the weights are used as a checkpoint of that dtype is (mapped, as
+ * stored). The folder is removed at once: the mapping outlives the names. */
+static graft_status reload_as(graft_model **m, graft_dtype dtype) {
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/graft-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) return graft_fail(GRAFT_ERR_IO, "%s: cannot create a temporary folder: %s", dir, strerror(errno));
+    rmdir(dir); /* graft_model_save_hf creates it */
+    graft_status st = graft_model_save_hf(*m, dir, dtype);
+    graft_model *loaded = NULL;
+    if (st == GRAFT_OK) st = graft_model_load(dir, &loaded);
+    static const char *const files[] = {"model.safetensors", "config.json", "generation_config.json", NULL};
+    for (int i = 0; files[i]; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+    if (st != GRAFT_OK) return st;
+    graft_model_free(*m);
+    *m = loaded;
+    return GRAFT_OK;
+}
+
 int cmd_bench(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"shape", required_argument, 0, 'S'},   {"runs", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'}, {"prefill", required_argument, 0, 'p'}, {"batch", required_argument, 0, 'b'},
         {"seq", required_argument, 0, 'q'},   {"decode", required_argument, 0, 'd'},  {"no-step", no_argument, 0, 'N'},
-        {"json", no_argument, 0, 'j'},        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"json", no_argument, 0, 'j'},        {"help", no_argument, 0, 'h'},          {"dtype", required_argument, 0, 'D'},
+        {0, 0, 0, 0}};
     const char *model = NULL, *shape = NULL;
+    graft_dtype dtype = GRAFT_F32;
     long runs = 5, threads = 0, prefill = 256, batch = 4, seq = 64, decode = 64;
     int json = 0, no_step = 0, c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -74,6 +106,12 @@ int cmd_bench(int argc, char **argv) {
         case 'q': if (cli_parse_int("bench", "--seq", optarg, 1, 1 << 20, &seq)) return 2; break;
         case 'd': if (cli_parse_int("bench", "--decode", optarg, 1, 1 << 20, &decode)) return 2; break;
         case 'N': no_step = 1; break;
+        case 'D':
+            if (graft_dtype_parse_float(optarg, &dtype)) {
+                cli_fail("bench", "--dtype: '%s' is not f32, f16 or bf16", optarg);
+                return 2;
+            }
+            break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -94,6 +132,7 @@ int cmd_bench(int argc, char **argv) {
             if (!json) fprintf(stderr, "graft bench: drawing random %s weights...\n", shape);
             st = graft_model_create_random(&cfg, 1, 0.02f, &m);
         }
+        if (st == GRAFT_OK && dtype != GRAFT_F32) st = reload_as(&m, dtype);
         if (st != GRAFT_OK) return cli_fail_status("bench", st);
     } else if (cli_load_model("bench", model, NULL, &m))
         return 1;
@@ -185,17 +224,17 @@ int cmd_bench(int argc, char **argv) {
     graft_model_info info;
     graft_model_get_info(m, &info);
     if (json) {
-        printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"gemm\": \"%s\", \"runs\": %ld, "
+        printf("{\"model\": \"%s\", \"params\": %lld, \"dtype\": \"%s\", \"threads\": %d, \"gemm\": \"%s\", \"runs\": %ld, "
                "\"prefill_tokens\": %ld, \"prefill_ms_per_token\": %.4f, \"prefill_ms_per_token_best\": %.4f, "
                "\"step_batch\": %ld, \"step_seq\": %ld, \"step_ms\": %.2f, \"step_ms_best\": %.2f, "
                "\"decode_tokens\": %ld, \"decode_tok_s\": %.2f, \"decode_tok_s_best\": %.2f, \"peak_rss_mb\": %.1f}\n",
-               shape ? shape : (model ? model : "default"), (long long)info.n_params, graft_get_threads(),
+               shape ? shape : (model ? model : "default"), (long long)info.n_params, info.dtype, graft_get_threads(),
                graft_gemm_backend(), runs, prefill, pre_med, pre_best, batch, seq, step_med, step_best, decode, dec_med,
                dec_best, peak_rss_mb());
     } else {
-        printf("model            %s (%.1f M parameters), %d threads, GEMM %s, %ld runs\n",
-               shape ? shape : (model ? model : "default"), info.n_params / 1e6, graft_get_threads(),
-               graft_gemm_backend(), runs);
+        printf("model            %s (%.1f M parameters, %s), %d threads, GEMM %s, stored-weight kernels %s, %ld runs\n",
+               shape ? shape : (model ? model : "default"), info.n_params / 1e6, info.dtype, graft_get_threads(),
+               graft_gemm_backend(), graft_wmat_isa(), runs);
         printf("prefill 1x%-5ld  %.3f ms/token median, %.3f best\n", prefill, pre_med, pre_best);
         if (step_med >= 0) printf("fwd+bwd %ldx%-5ld %.1f ms/step median, %.1f best\n", batch, seq, step_med, step_best);
         printf("decode  %-7ld  %.1f tokens/s median, %.1f best\n", decode, dec_med, dec_best);

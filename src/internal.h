@@ -6,6 +6,7 @@
 #define GRAFT_INTERNAL_H
 
 #include "graft.h"
+#include "kernels.h" /* graft_wmat, graft_layout */
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -125,6 +126,8 @@ uint16_t graft_f32_to_f16(float f);  /* round to nearest even */
 uint16_t graft_f32_to_bf16(float f); /* round to nearest even */
 /* Convert n elements of src (dtype dt, little-endian, possibly unaligned) to f32. */
 void graft_convert_to_f32(float *dst, const void *src, graft_dtype dt, size_t n);
+/* The same split over threads (big tensors at load). */
+void graft_convert_to_f32_parallel(float *dst, const void *src, graft_dtype dt, size_t n);
 
 /* ================================================================ safetensors */
 
@@ -223,6 +226,10 @@ typedef struct graft_layer_weights {
     float *gate_w;
     float *up_w, *up_b;
     float *down_w, *down_b;
+    /* The matrices as the forward reads them: the f32 arrays above, or the
+     * checkpoint's F16/BF16 tensors in place while those are NULL (a model
+     * loaded with its weights as stored; graft_model_need_f32 converts). */
+    graft_wmat qkv_m, q_m, k_m, v_m, o_m, gate_m, up_m, down_m;
 } graft_layer_weights;
 
 typedef struct graft_weights {
@@ -230,6 +237,7 @@ typedef struct graft_weights {
     float *wpe;     /* [n_ctx, C] GPT-2 positions, NULL for Llama */
     float *lnf_w, *lnf_b;
     float *lm_head; /* [V, C]; == wte when tied */
+    graft_wmat wte_m, lm_head_m; /* as the forward reads them (see graft_layer_weights) */
     graft_layer_weights *layers; /* n_layer entries */
 } graft_weights;
 
@@ -241,7 +249,9 @@ typedef struct graft_param {
     int ndim;
     int64_t shape[4];
     size_t numel;
-    float *data;
+    float *data;          /* f32; NULL while the tensor is used as stored */
+    const void *stored;   /* the checkpoint's F16/BF16 tensor, in its mapping (NULL: f32 only) */
+    graft_dtype stored_dtype;
 } graft_param;
 
 typedef struct graft_param_table {
@@ -268,9 +278,21 @@ struct graft_model {
     graft_st_archive st;      /* kept open: F32 weights live in its mapping */
     graft_mapped_file bin;    /* llama2.c checkpoint mapping */
     float *heap_slab;         /* converted weights (F16/BF16 sources) */
+    float *f32_slab;          /* weights converted later by graft_model_need_f32 */
     size_t mapped_bytes, heap_bytes;
     graft_tokenizer *tok;     /* owned; may be NULL */
 };
+
+/* Make every parameter an f32 array: the tensors a model kept as stored
+ * (F16/BF16 read in place) are converted into a heap slab and the weights
+ * rebound. Everything that reads or writes weights as floats (weight
+ * editors, training, gradients, export) calls this first; the forward, the
+ * backward of activations and GRACE/MELO work on stored weights as they are.
+ * Idempotent. Must not run while a forward of m is in flight. */
+graft_status graft_model_need_f32(graft_model *m);
+/* Whether loaders keep F16/BF16 weights as stored (default) or convert them
+ * at load (GRAFT_WEIGHTS=f32). */
+bool graft_keep_stored_weights(void);
 
 /* Parse a Hugging Face config.json (GPT2Config / LlamaConfig keys). */
 graft_status graft_config_from_json(graft_config *cfg, const char *json_text, const char *path);

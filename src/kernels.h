@@ -53,6 +53,32 @@ void graft_linear_forward(float *y, const float *x, const float *w, const float 
 void graft_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, int M, int K, int N, graft_layout layout);
 
+/* A weight matrix as the checkpoint stores it, read in place: dtype is a
+ * graft_dtype (internal.h): GRAFT_F32, GRAFT_F16 or GRAFT_BF16. F16/BF16
+ * elements need not be aligned (safetensors does not align tensors). */
+typedef struct graft_wmat {
+    const void *data;
+    int dtype;
+} graft_wmat;
+
+/* graft_linear_forward for a stored matrix (wmat.c): F32 goes to the f32
+ * kernels; F16/BF16 are widened on the fly (M == 1: in registers; more rows:
+ * slices widened into a buffer, then the f32 GEMM). */
+void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float *b, int M, int K, int N,
+                            graft_layout layout);
+/* dx[M,K] += dy[M,N] W^T for a stored matrix (activation gradients only:
+ * stored weights take no gradient). */
+void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M, int K, int N, graft_layout layout);
+/* graft_embed_forward with a stored token embedding. */
+void graft_embed_forward_w(float *out, const int *ids, const int *pos, graft_wmat wte, const float *wpe, int T,
+                           int C);
+/* The instruction set the stored-weight kernels run on: "avx512", "avx2" or
+ * "generic" (GRAFT_ISA=avx2|generic forces a lower one). */
+const char *graft_wmat_isa(void);
+/* Switch those kernels to a path by name (tests compare every path the CPU
+ * runs); -1 when unknown or this CPU lacks it. */
+int graft_wmat_set_isa(const char *name);
+
 /* ------------------------------------------------------------------ norms */
 
 /* LayerNorm over rows of C: out = (x - mean) * rstd * w + b, biased variance.

@@ -334,6 +334,14 @@ static void test_gpt2_fixture(void) {
             graft_model_info hi;
             graft_model_get_info(h, &hi);
             CHECK(strcmp(hi.dtype, v ? "BF16" : "F16") == 0);
+            /* loaded as stored: the matrices are read in place, the vectors converted */
+            CHECK(h->w.layers[0].qkv_w == NULL && h->w.layers[0].qkv_m.dtype == (v ? GRAFT_BF16 : GRAFT_F16));
+            CHECK(h->w.wte == NULL && h->w.wte_m.data != NULL && h->w.wpe != NULL && h->w.layers[0].ln1_w != NULL);
+            CHECK(hi.mapped_bytes > 0 && hi.heap_bytes > 0 && hi.heap_bytes + hi.mapped_bytes < (size_t)want * 4);
+            CHECK_OK(graft_model_need_f32(h));
+            CHECK_OK(graft_model_need_f32(h)); /* idempotent */
+            graft_model_get_info(h, &hi);
+            CHECK(h->w.layers[0].qkv_w != NULL && h->w.layers[0].qkv_m.dtype == GRAFT_F32 && h->w.wte_m.data == h->w.wte);
             CHECK(hi.heap_bytes == (size_t)want * 4 && hi.mapped_bytes == 0 && hi.n_params == want);
             CHECK(h->w.lm_head == h->w.wte);
             size_t bad = 0, total = 0;
@@ -599,6 +607,7 @@ static void test_bad_folders(void) {
         CHECK_OK(write_params(lp, ls, &(write_opts){.dtype = GRAFT_F16, .count = -1}));
         graft_model *ll = NULL;
         CHECK_OK(graft_model_load(ld, &ll));
+        if (ll) CHECK_OK(graft_model_need_f32(ll));
         if (ll) {
             CHECK(!ll->cfg.tied && ll->w.lm_head != ll->w.wte && ll->params.n == 48);
             size_t bad = 0;

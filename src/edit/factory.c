@@ -166,7 +166,12 @@ void graft_model_fingerprint(const graft_model *m, char *buf, size_t n) {
     const graft_param *p = &m->params.p[0];
     double s = 0;
     size_t k = p->numel < 4096 ? p->numel : 4096;
-    for (size_t i = 0; i < k; i++) s += p->data[i] * (double)(i % 7 + 1);
+    float head[4096]; /* the same values whether the tensor is f32 or used as stored */
+    if (p->data)
+        memcpy(head, p->data, k * sizeof(float));
+    else
+        graft_convert_to_f32(head, p->stored, p->stored_dtype, k);
+    for (size_t i = 0; i < k; i++) s += head[i] * (double)(i % 7 + 1);
     snprintf(buf, n, "%s L%d C%d V%d %.9g", m->cfg.arch == GRAFT_ARCH_GPT2 ? "gpt2" : "llama", m->cfg.n_layer,
              m->cfg.d_model, m->cfg.vocab_size, s);
 }

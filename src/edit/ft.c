@@ -810,6 +810,7 @@ int graft_ft_is(const graft_editor *e) {
 
 graft_status graft_ft_create(graft_model *m, const graft_ft_opts *o, graft_editor **out) {
     *out = NULL;
+    GRAFT_TRY(graft_model_need_f32(m)); /* this editor trains or writes f32 weights */
     if (!o || o->variant < GRAFT_FT_PLAIN || o->variant > GRAFT_FT_EWC)
         return graft_fail(GRAFT_ERR_INVALID, "FT: no options or an unknown variant");
     const char *name = graft_ft_method_name(o->variant);

@@ -524,7 +524,7 @@ static graft_status vs_loss(vs_state *v, const float *delta, double *loss) {
         /* back through the LM head and the final norm to the top block's
          * output, where the backward hook injects it */
         memset(v->dlnf, 0, (size_t)C * sizeof(float));
-        graft_linear_backward(v->dlnf, NULL, NULL, v->gz, r->lnf + (size_t)ko * C, m->w.lm_head, 1, C, V, GRAFT_W_NK);
+        graft_linear_backward_dx_w(v->dlnf, v->gz, m->w.lm_head_m, 1, C, V, GRAFT_W_NK);
         memset(v->gh, 0, (size_t)C * sizeof(float));
         if (cfg->arch == GRAFT_ARCH_GPT2)
             graft_layernorm_backward(v->gh, NULL, NULL, v->dlnf, r->head_in + (size_t)ko * C, m->w.lnf_w, r->lnf_mean + ko,
@@ -1117,6 +1117,7 @@ const graft_rome_debug *graft_rome_last(graft_editor *e) {
 
 graft_status graft_wedit_create(graft_model *m, graft_wedit_method meth, const graft_wedit_opts *o, graft_editor **out) {
     *out = NULL;
+    GRAFT_TRY(graft_model_need_f32(m)); /* this editor trains or writes f32 weights */
     const graft_config *cfg = &m->cfg;
     const graft_editor_ops *ops = meth == GRAFT_WEDIT_ROME    ? &graft_rome_ops
                                   : meth == GRAFT_WEDIT_MEMIT ? &graft_memit_ops

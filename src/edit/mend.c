@@ -683,6 +683,7 @@ static graft_status read_meta(const char *dir, cJSON **j) {
 
 graft_status graft_mend_create(graft_model *m, const graft_mend_opts *opts, graft_editor **out) {
     *out = NULL;
+    GRAFT_TRY(graft_model_need_f32(m)); /* this editor trains or writes f32 weights */
     const graft_config *cfg = &m->cfg;
     graft_mend_opts o = *opts;
     if (!o.dir[0] && !o.allow_untrained && m->path) {

@@ -246,8 +246,12 @@ static graft_status prepare(runner *R) {
         if (!R->w0) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
         size_t at = 0;
         for (int i = 0; i < R->m->params.n; i++) {
-            memcpy(R->w0 + at, R->m->params.p[i].data, R->m->params.p[i].numel * sizeof(float));
-            at += R->m->params.p[i].numel;
+            const graft_param *p = &R->m->params.p[i];
+            if (p->data)
+                memcpy(R->w0 + at, p->data, p->numel * sizeof(float));
+            else /* used as stored: nothing writes it (converted first if an editor does) */
+                graft_convert_to_f32(R->w0 + at, p->stored, p->stored_dtype, p->numel);
+            at += p->numel;
         }
     }
     GRAFT_TRY(load_upstream(R));
@@ -451,7 +455,7 @@ static double weight_delta_norm(const runner *R) {
     size_t at = 0;
     for (int i = 0; i < R->m->params.n; i++) {
         const graft_param *p = &R->m->params.p[i];
-        for (size_t k = 0; k < p->numel; k++) {
+        for (size_t k = 0; p->data && k < p->numel; k++) { /* no f32 data: still as stored, unchanged */
             double d = (double)p->data[k] - R->w0[at + k];
             s += d * d;
         }

@@ -43,6 +43,17 @@ static void attend_cached(graft_run *r, int l, graft_layer_acts *a) {
                            cfg->head_dim);
 }
 
+/* dx += dy W^T, and dw/db when a gradient table asks for them. A matrix used
+ * as stored (w NULL) takes no weight gradient: graft_run_backward converts
+ * the model to f32 before any backward that has a table. */
+static void lin_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, graft_wmat wm,
+                    int M, int K, int N, graft_layout layout) {
+    if (w)
+        graft_linear_backward(dx, dw, db, dy, x, w, M, K, N, layout);
+    else if (dx)
+        graft_linear_backward_dx_w(dx, dy, wm, M, K, N, layout);
+}
+
 /* ---------------------------------------------------------------- GPT-2 block */
 
 /* Every block computes rows [r0, T) (r0 > 0: a suffix pass, graft_run_set_row0;
@@ -62,13 +73,13 @@ static void gpt2_block_forward(graft_run *r, int l, graft_site from, int r0) {
         hooks_fwd(r, l, GRAFT_SITE_BLOCK_IN, a->in);
         graft_layernorm_forward(ROWS(a->ln1, C), ROWS(a->ln1_mean, 1), ROWS(a->ln1_rstd, 1), ROWS(a->in, C), w->ln1_w,
                                 w->ln1_b, T, C, cfg->norm_eps);
-        graft_linear_forward(ROWS(a->qkv, 3 * C), ROWS(a->ln1, C), w->qkv_w, w->qkv_b, T, C, 3 * C, GRAFT_W_KN);
+        graft_linear_forward_w(ROWS(a->qkv, 3 * C), ROWS(a->ln1, C), w->qkv_m, w->qkv_b, T, C, 3 * C, GRAFT_W_KN);
         if (r->kv)
             attend_cached(r, l, a);
         else
             graft_attention_forward(a->atty, r->train ? a->att : NULL, a->q, r->ldq, a->k, a->v, r->ldkv, &r->seqs,
                                     cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
-        graft_linear_forward(ROWS(a->mid, C), ROWS(a->atty, C), w->o_w, w->o_b, T, C, C, GRAFT_W_KN);
+        graft_linear_forward_w(ROWS(a->mid, C), ROWS(a->atty, C), w->o_m, w->o_b, T, C, C, GRAFT_W_KN);
         graft_acc(ROWS(a->mid, C), ROWS(a->in, C), TC);
     }
     if (from <= GRAFT_SITE_MLP_IN) {
@@ -77,14 +88,14 @@ static void gpt2_block_forward(graft_run *r, int l, graft_site from, int r0) {
         hooks_fwd(r, l, GRAFT_SITE_MLP_IN, a->ln2);
     }
     if (from <= GRAFT_SITE_MLP_PRE) {
-        graft_linear_forward(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_w, w->up_b, T, C, F, GRAFT_W_KN);
+        graft_linear_forward_w(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_m, w->up_b, T, C, F, GRAFT_W_KN);
         hooks_fwd(r, l, GRAFT_SITE_MLP_PRE, a->pre);
     }
     if (from <= GRAFT_SITE_MLP_ACT) {
         graft_gelu_forward(ROWS(a->act, F), ROWS(a->pre, F), (size_t)T * F);
         hooks_fwd(r, l, GRAFT_SITE_MLP_ACT, a->act);
     }
-    graft_linear_forward(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_w, w->down_b, T, F, C, GRAFT_W_KN);
+    graft_linear_forward_w(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_m, w->down_b, T, F, C, GRAFT_W_KN);
     hooks_fwd(r, l, GRAFT_SITE_MLP_OUT, a->mlp_out);
     graft_add(ROWS(a->out, C), ROWS(a->mid, C), ROWS(a->mlp_out, C), TC);
 }
@@ -109,8 +120,8 @@ static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int 
 
     float *d_act = r->d_ff3;
     memset(ROWS(d_act, F), 0, TF * sizeof(float));
-    graft_linear_backward(ROWS(d_act, F), g ? g->down_w : NULL, g ? g->down_b : NULL, ROWS(d_mlp, C), ROWS(a->act, F),
-                          w->down_w, T, F, C, GRAFT_W_KN);
+    lin_bwd(ROWS(d_act, F), g ? g->down_w : NULL, g ? g->down_b : NULL, ROWS(d_mlp, C), ROWS(a->act, F),
+                          w->down_w, w->down_m, T, F, C, GRAFT_W_KN);
     hooks_bwd(r, l, GRAFT_SITE_MLP_ACT, d_act);
     if (stop == GRAFT_SITE_MLP_ACT) return 1;
 
@@ -122,8 +133,8 @@ static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int 
 
     float *d_ln2 = r->d_b;
     memset(ROWS(d_ln2, C), 0, TC * sizeof(float));
-    graft_linear_backward(ROWS(d_ln2, C), g ? g->up_w : NULL, g ? g->up_b : NULL, ROWS(d_pre, F), ROWS(a->ln2, C),
-                          w->up_w, T, C, F, GRAFT_W_KN);
+    lin_bwd(ROWS(d_ln2, C), g ? g->up_w : NULL, g ? g->up_b : NULL, ROWS(d_pre, F), ROWS(a->ln2, C),
+                          w->up_w, w->up_m, T, C, F, GRAFT_W_KN);
     hooks_bwd(r, l, GRAFT_SITE_MLP_IN, d_ln2);
     if (stop == GRAFT_SITE_MLP_IN) return 1;
 
@@ -133,16 +144,16 @@ static int gpt2_block_backward(graft_run *r, int l, graft_layer_weights *g, int 
 
     float *d_atty = r->d_a;
     memset(ROWS(d_atty, C), 0, TC * sizeof(float));
-    graft_linear_backward(ROWS(d_atty, C), g ? g->o_w : NULL, g ? g->o_b : NULL, ROWS(d_out, C), ROWS(a->atty, C),
-                          w->o_w, T, C, C, GRAFT_W_KN);
+    lin_bwd(ROWS(d_atty, C), g ? g->o_w : NULL, g ? g->o_b : NULL, ROWS(d_out, C), ROWS(a->atty, C),
+                          w->o_w, w->o_m, T, C, C, GRAFT_W_KN);
     float *d_qkv = r->d_qkv;
     memset(ROWS(d_qkv, 3 * C), 0, TC * 3 * sizeof(float));
     graft_attention_backward(d_qkv, d_qkv + C, d_qkv + 2 * C, r->ldq, r->ldkv, d_atty, a->att, a->q, a->k, a->v,
                              &r->seqs, cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
     float *d_ln1 = r->d_b;
     memset(ROWS(d_ln1, C), 0, TC * sizeof(float));
-    graft_linear_backward(ROWS(d_ln1, C), g ? g->qkv_w : NULL, g ? g->qkv_b : NULL, ROWS(d_qkv, 3 * C),
-                          ROWS(a->ln1, C), w->qkv_w, T, C, 3 * C, GRAFT_W_KN);
+    lin_bwd(ROWS(d_ln1, C), g ? g->qkv_w : NULL, g ? g->qkv_b : NULL, ROWS(d_qkv, 3 * C),
+                          ROWS(a->ln1, C), w->qkv_w, w->qkv_m, T, C, 3 * C, GRAFT_W_KN);
     /* d_mid becomes d_in. */
     graft_layernorm_backward(ROWS(d_out, C), g ? g->ln1_w : NULL, g ? g->ln1_b : NULL, ROWS(d_ln1, C), ROWS(a->in, C),
                              w->ln1_w, ROWS(a->ln1_mean, 1), ROWS(a->ln1_rstd, 1), T, C);
@@ -164,9 +175,9 @@ static void llama_block_forward(graft_run *r, int l, graft_site from, int r0) {
     if (from <= GRAFT_SITE_BLOCK_IN) {
         hooks_fwd(r, l, GRAFT_SITE_BLOCK_IN, a->in);
         graft_rmsnorm_forward(ROWS(a->ln1, C), ROWS(a->ln1_rstd, 1), ROWS(a->in, C), w->ln1_w, T, C, cfg->norm_eps);
-        graft_linear_forward(ROWS(a->q, r->ldq), ROWS(a->ln1, C), w->q_w, NULL, T, C, qdim, GRAFT_W_NK);
-        graft_linear_forward(ROWS(a->k, r->ldkv), ROWS(a->ln1, C), w->k_w, NULL, T, C, kvdim, GRAFT_W_NK);
-        graft_linear_forward(ROWS(a->v, r->ldkv), ROWS(a->ln1, C), w->v_w, NULL, T, C, kvdim, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->q, r->ldq), ROWS(a->ln1, C), w->q_m, NULL, T, C, qdim, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->k, r->ldkv), ROWS(a->ln1, C), w->k_m, NULL, T, C, kvdim, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->v, r->ldkv), ROWS(a->ln1, C), w->v_m, NULL, T, C, kvdim, GRAFT_W_NK);
         graft_rope_forward(ROWS(a->q, r->ldq), r->ldq, r->pos + r0, T, cfg->n_head, cfg->head_dim, cfg->rope_theta,
                            cfg->rope_interleaved);
         graft_rope_forward(ROWS(a->k, r->ldkv), r->ldkv, r->pos + r0, T, cfg->n_kv_head, cfg->head_dim, cfg->rope_theta,
@@ -176,7 +187,7 @@ static void llama_block_forward(graft_run *r, int l, graft_site from, int r0) {
         else
             graft_attention_forward(a->atty, r->train ? a->att : NULL, a->q, r->ldq, a->k, a->v, r->ldkv, &r->seqs,
                                     cfg->n_head, cfg->n_kv_head, cfg->head_dim, r0);
-        graft_linear_forward(ROWS(a->mid, C), ROWS(a->atty, qdim), w->o_w, NULL, T, qdim, C, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->mid, C), ROWS(a->atty, qdim), w->o_m, NULL, T, qdim, C, GRAFT_W_NK);
         graft_acc(ROWS(a->mid, C), ROWS(a->in, C), TC);
     }
     if (from <= GRAFT_SITE_MLP_IN) {
@@ -184,15 +195,15 @@ static void llama_block_forward(graft_run *r, int l, graft_site from, int r0) {
         hooks_fwd(r, l, GRAFT_SITE_MLP_IN, a->ln2);
     }
     if (from <= GRAFT_SITE_MLP_PRE) {
-        graft_linear_forward(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_w, NULL, T, C, F, GRAFT_W_NK);
-        graft_linear_forward(ROWS(a->gate, F), ROWS(a->ln2, C), w->gate_w, NULL, T, C, F, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->pre, F), ROWS(a->ln2, C), w->up_m, NULL, T, C, F, GRAFT_W_NK);
+        graft_linear_forward_w(ROWS(a->gate, F), ROWS(a->ln2, C), w->gate_m, NULL, T, C, F, GRAFT_W_NK);
         hooks_fwd(r, l, GRAFT_SITE_MLP_PRE, a->pre);
     }
     if (from <= GRAFT_SITE_MLP_ACT) {
         graft_swiglu_forward(ROWS(a->act, F), ROWS(a->gate, F), ROWS(a->pre, F), (size_t)T * F);
         hooks_fwd(r, l, GRAFT_SITE_MLP_ACT, a->act);
     }
-    graft_linear_forward(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_w, NULL, T, F, C, GRAFT_W_NK);
+    graft_linear_forward_w(ROWS(a->mlp_out, C), ROWS(a->act, F), w->down_m, NULL, T, F, C, GRAFT_W_NK);
     hooks_fwd(r, l, GRAFT_SITE_MLP_OUT, a->mlp_out);
     graft_add(ROWS(a->out, C), ROWS(a->mid, C), ROWS(a->mlp_out, C), TC);
 }
@@ -213,7 +224,7 @@ static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int
 
     float *d_act = r->d_ff3;
     memset(ROWS(d_act, F), 0, TF * sizeof(float));
-    graft_linear_backward(ROWS(d_act, F), g ? g->down_w : NULL, NULL, ROWS(d_mlp, C), ROWS(a->act, F), w->down_w, T, F,
+    lin_bwd(ROWS(d_act, F), g ? g->down_w : NULL, NULL, ROWS(d_mlp, C), ROWS(a->act, F), w->down_w, w->down_m, T, F,
                           C, GRAFT_W_NK);
     hooks_bwd(r, l, GRAFT_SITE_MLP_ACT, d_act);
     if (stop == GRAFT_SITE_MLP_ACT) return 1;
@@ -227,9 +238,9 @@ static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int
 
     float *d_ln2 = r->d_b;
     memset(ROWS(d_ln2, C), 0, TC * sizeof(float));
-    graft_linear_backward(ROWS(d_ln2, C), g ? g->up_w : NULL, NULL, ROWS(d_up, F), ROWS(a->ln2, C), w->up_w, T, C, F,
+    lin_bwd(ROWS(d_ln2, C), g ? g->up_w : NULL, NULL, ROWS(d_up, F), ROWS(a->ln2, C), w->up_w, w->up_m, T, C, F,
                           GRAFT_W_NK);
-    graft_linear_backward(ROWS(d_ln2, C), g ? g->gate_w : NULL, NULL, ROWS(d_gate, F), ROWS(a->ln2, C), w->gate_w, T,
+    lin_bwd(ROWS(d_ln2, C), g ? g->gate_w : NULL, NULL, ROWS(d_gate, F), ROWS(a->ln2, C), w->gate_w, w->gate_m, T,
                           C, F, GRAFT_W_NK);
     hooks_bwd(r, l, GRAFT_SITE_MLP_IN, d_ln2);
     if (stop == GRAFT_SITE_MLP_IN) return 1;
@@ -239,7 +250,7 @@ static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int
 
     float *d_atty = r->d_a;
     memset(ROWS(d_atty, qdim), 0, (size_t)T * qdim * sizeof(float));
-    graft_linear_backward(ROWS(d_atty, qdim), g ? g->o_w : NULL, NULL, ROWS(d_out, C), ROWS(a->atty, qdim), w->o_w, T,
+    lin_bwd(ROWS(d_atty, qdim), g ? g->o_w : NULL, NULL, ROWS(d_out, C), ROWS(a->atty, qdim), w->o_w, w->o_m, T,
                           qdim, C, GRAFT_W_NK);
     /* dq, dk, dv: three [T_all, dim] blocks of d_qkv */
     float *dq = r->d_qkv, *dk = dq + (size_t)r->T * qdim, *dv = dk + (size_t)r->T * kvdim;
@@ -254,11 +265,11 @@ static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int
                         cfg->rope_interleaved);
     float *d_ln1 = r->d_b;
     memset(ROWS(d_ln1, C), 0, TC * sizeof(float));
-    graft_linear_backward(ROWS(d_ln1, C), g ? g->q_w : NULL, NULL, ROWS(dq, qdim), ROWS(a->ln1, C), w->q_w, T, C, qdim,
+    lin_bwd(ROWS(d_ln1, C), g ? g->q_w : NULL, NULL, ROWS(dq, qdim), ROWS(a->ln1, C), w->q_w, w->q_m, T, C, qdim,
                           GRAFT_W_NK);
-    graft_linear_backward(ROWS(d_ln1, C), g ? g->k_w : NULL, NULL, ROWS(dk, kvdim), ROWS(a->ln1, C), w->k_w, T, C,
+    lin_bwd(ROWS(d_ln1, C), g ? g->k_w : NULL, NULL, ROWS(dk, kvdim), ROWS(a->ln1, C), w->k_w, w->k_m, T, C,
                           kvdim, GRAFT_W_NK);
-    graft_linear_backward(ROWS(d_ln1, C), g ? g->v_w : NULL, NULL, ROWS(dv, kvdim), ROWS(a->ln1, C), w->v_w, T, C,
+    lin_bwd(ROWS(d_ln1, C), g ? g->v_w : NULL, NULL, ROWS(dv, kvdim), ROWS(a->ln1, C), w->v_w, w->v_m, T, C,
                           kvdim, GRAFT_W_NK);
     graft_rmsnorm_backward(ROWS(d_out, C), g ? g->ln1_w : NULL, ROWS(d_ln1, C), ROWS(a->in, C), w->ln1_w,
                            ROWS(a->ln1_rstd, 1), T, C);
@@ -270,8 +281,8 @@ static int llama_block_backward(graft_run *r, int l, graft_layer_weights *g, int
 
 static void embed_forward(graft_run *r) {
     const graft_config *cfg = &r->m->cfg;
-    graft_embed_forward(r->embed, r->ids, r->pos, r->m->w.wte, cfg->arch == GRAFT_ARCH_GPT2 ? r->m->w.wpe : NULL,
-                        r->T, cfg->d_model);
+    graft_embed_forward_w(r->embed, r->ids, r->pos, r->m->w.wte_m, cfg->arch == GRAFT_ARCH_GPT2 ? r->m->w.wpe : NULL,
+                          r->T, cfg->d_model);
 }
 
 /* Final norm and LM head on the out rows only: the rows are gathered first,
@@ -288,7 +299,7 @@ static void head_forward(graft_run *r) {
                                 cfg->norm_eps);
     else
         graft_rmsnorm_forward(r->lnf, r->lnf_rstd, r->head_in, r->m->w.lnf_w, NO, C, cfg->norm_eps);
-    graft_linear_forward(r->logits, r->lnf, r->m->w.lm_head, NULL, NO, C, cfg->vocab_size, GRAFT_W_NK);
+    graft_linear_forward_w(r->logits, r->lnf, r->m->w.lm_head_m, NULL, NO, C, cfg->vocab_size, GRAFT_W_NK);
 }
 
 /* ---------------------------------------------------------------- drivers */
@@ -369,6 +380,7 @@ graft_status graft_run_backward(graft_run *r, const int *targets, const float *w
                                 int stop_layer, graft_site stop_site) {
     const graft_config *cfg = &r->m->cfg;
     if (!r->train) return graft_fail(GRAFT_ERR_INVALID, "backward needs a run created with train=1");
+    if (g) GRAFT_TRY(graft_model_need_f32(r->m)); /* weight gradients are taken against f32 weights */
     if (stop_layer < -1 || stop_layer >= cfg->n_layer)
         return graft_fail(GRAFT_ERR_INVALID, "backward: stop layer %d outside [-1, %d)", stop_layer, cfg->n_layer);
     int NO = r->n_out, V = cfg->vocab_size;
@@ -397,8 +409,8 @@ static graft_status backward_from_dlogits(graft_run *r, graft_grads *g, int stop
     /* LM head: d_lnf [n_out, C] lives in d_b's first rows (T >= n_out). */
     float *d_lnf = r->d_b;
     memset(d_lnf, 0, (size_t)NO * C * sizeof(float));
-    graft_linear_backward(d_lnf, g ? g->w.lm_head : NULL, NULL, r->d_logits, r->lnf, r->m->w.lm_head, NO, C, V,
-                          GRAFT_W_NK);
+    lin_bwd(d_lnf, g ? g->w.lm_head : NULL, NULL, r->d_logits, r->lnf, r->m->w.lm_head, r->m->w.lm_head_m, NO, C, V,
+            GRAFT_W_NK);
     const float *x = r->head_in;
     float *d_x = r->d_ff1; /* [n_out, C] fits in [T, F] */
     memset(d_x, 0, (size_t)NO * C * sizeof(float));
@@ -428,6 +440,7 @@ graft_status graft_run_backward_dlogits(graft_run *r, const float *dlogits, graf
                                         graft_site stop_site) {
     const graft_config *cfg = &r->m->cfg;
     if (!r->train) return graft_fail(GRAFT_ERR_INVALID, "backward needs a run created with train=1");
+    if (g) GRAFT_TRY(graft_model_need_f32(r->m)); /* weight gradients are taken against f32 weights */
     if (stop_layer < -1 || stop_layer >= cfg->n_layer)
         return graft_fail(GRAFT_ERR_INVALID, "backward: stop layer %d outside [-1, %d)", stop_layer, cfg->n_layer);
     if (r->row0 > 0 && g)

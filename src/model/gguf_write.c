@@ -292,6 +292,9 @@ static const char *base_name(const char *path) {
 }
 
 graft_status graft_model_save_gguf(const graft_model *m, const char *path, graft_dtype dtype) {
+    /* The writers read f32 arrays. Converting weights kept as stored changes
+     * no value of the model, only where its floats live. */
+    GRAFT_TRY(graft_model_need_f32((graft_model *)(uintptr_t)m));
     if (!m || !path) return graft_fail(GRAFT_ERR_INVALID, "graft_model_save_gguf: NULL argument");
     if (dtype != GRAFT_F32 && dtype != GRAFT_F16 && dtype != GRAFT_BF16)
         return graft_fail(GRAFT_ERR_INVALID, "%s: GGUF weights can be written as F32, F16 or BF16, not %s", path,

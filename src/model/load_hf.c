@@ -41,21 +41,14 @@ static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-/* Conversion is memory-bound; big embeddings (gpt2-xl: 80M elements) go
- * faster split over threads. Chunks are multiples of 64 elements so every
- * chunk but the first starts on a 64-byte boundary of dst. */
-static void convert_parallel(float *dst, const void *src, graft_dtype dt, size_t n) {
-    const size_t chunk = (size_t)1 << 20;
-    size_t n_chunks = (n + chunk - 1) / chunk;
-    const uint8_t *s = src;
-    size_t esz = graft_dtype_size(dt);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n_chunks > 1)
-#endif
-    for (size_t c = 0; c < n_chunks; c++) {
-        size_t begin = c * chunk, len = n - begin < chunk ? n - begin : chunk;
-        graft_convert_to_f32(dst + begin, s + begin * esz, dt, len);
-    }
+/* F16/BF16 matrices stay in the mapping and the forward widens them as it
+ * reads them: half the bytes of an f32 copy, per decoded token and in memory.
+ * Vectors (norms, biases) and GPT-2's position table are small and are added
+ * as floats, so they are converted. */
+static bool keep_stored(const graft_config *cfg, const graft_param *p, const graft_st_tensor *x) {
+    if (x->dtype != GRAFT_F16 && x->dtype != GRAFT_BF16) return false;
+    if (p->ndim != 2 || !graft_keep_stored_weights()) return false;
+    return !(cfg->arch == GRAFT_ARCH_GPT2 && ends_with(p->name, "wpe.weight"));
 }
 
 #define SLAB_ALIGN 16 /* floats: each converted tensor starts on a 64-byte line */
@@ -126,7 +119,7 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
         src[i] = x;
         used[x - a->tensors] = true;
         count_by_dtype[x->dtype] += x->numel;
-        if (!(x->dtype == GRAFT_F32 && ((uintptr_t)x->data % sizeof(float)) == 0))
+        if (!(x->dtype == GRAFT_F32 && ((uintptr_t)x->data % sizeof(float)) == 0) && !keep_stored(&m->cfg, p, x))
             slab_floats += (p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
     }
     /* A tensor that is neither a parameter nor a known buffer means the file
@@ -156,9 +149,15 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
             /* the mapping is private and writable: editors may patch in place */
             p->data = (float *)(uintptr_t)x->data;
             m->mapped_bytes += p->numel * sizeof(float);
+        } else if (keep_stored(&m->cfg, p, x)) {
+            /* read in place by the forward; converted only if something
+             * needs floats (graft_model_need_f32) */
+            p->stored = x->data;
+            p->stored_dtype = x->dtype;
+            m->mapped_bytes += p->numel * graft_dtype_size(x->dtype);
         } else {
             p->data = m->heap_slab + slab_off;
-            convert_parallel(p->data, x->data, x->dtype, p->numel);
+            graft_convert_to_f32_parallel(p->data, x->data, x->dtype, p->numel);
             slab_off += (p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
             m->heap_bytes += p->numel * sizeof(float);
         }

@@ -62,6 +62,7 @@ void graft_model_free(graft_model *m) {
     graft_st_close(&m->st);
     graft_unmap_file(&m->bin);
     graft_free_aligned(m->heap_slab);
+    graft_free_aligned(m->f32_slab);
     graft_tokenizer_free(m->tok);
     free(m->path);
     free(m);
@@ -87,6 +88,45 @@ void graft_model_get_info(const graft_model *m, graft_model_info *info) {
     info->n_params = (int64_t)graft_param_table_numel(&m->params); /* a tied head has no entry */
     info->mapped_bytes = m->mapped_bytes;
     info->heap_bytes = m->heap_bytes;
+}
+
+bool graft_keep_stored_weights(void) {
+    const char *v = getenv("GRAFT_WEIGHTS");
+    return !(v && (!strcmp(v, "f32") || !strcmp(v, "F32")));
+}
+
+graft_status graft_model_need_f32(graft_model *m) {
+    size_t floats = 0;
+    for (int i = 0; i < m->params.n; i++) {
+        const graft_param *p = &m->params.p[i];
+        if (!p->data && p->stored) floats += (p->numel + 15) / 16 * 16;
+    }
+    if (floats == 0) return GRAFT_OK;
+    if (m->f32_slab) return graft_fail(GRAFT_ERR_INTERNAL, "need_f32: stored tensors left after conversion");
+    size_t bytes;
+    if (!graft_mul_size(floats, sizeof(float), &bytes) || !(m->f32_slab = graft_alloc_aligned(bytes)))
+        return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory converting %zu MiB of %s weights to f32",
+                          m->path ? m->path : "model", floats * sizeof(float) >> 20, graft_dtype_name(m->src_dtype));
+    size_t off = 0;
+    for (int i = 0; i < m->params.n; i++) {
+        graft_param *p = &m->params.p[i];
+        if (p->data || !p->stored) continue;
+        p->data = m->f32_slab + off;
+        off += (p->numel + 15) / 16 * 16;
+        graft_convert_to_f32_parallel(p->data, p->stored, p->stored_dtype, p->numel);
+        m->heap_bytes += p->numel * sizeof(float);
+        m->mapped_bytes -= p->numel * graft_dtype_size(p->stored_dtype);
+    }
+    /* Rebind in place: runs and editors hold pointers to m->w.layers. */
+    graft_weights w;
+    graft_status st = graft_weights_bind(&w, &m->cfg, &m->params);
+    if (st != GRAFT_OK) return st;
+    memcpy(m->w.layers, w.layers, (size_t)m->cfg.n_layer * sizeof *w.layers);
+    graft_layer_weights *keep = m->w.layers;
+    free(w.layers);
+    m->w = w;
+    m->w.layers = keep;
+    return GRAFT_OK;
 }
 
 graft_tokenizer *graft_model_tokenizer(graft_model *m) { return m ? m->tok : NULL; }

@@ -164,6 +164,22 @@ static float *need(const graft_param_table *t, const char *name, bool *missing) 
     return p->data;
 }
 
+/* A matrix: its f32 data, NULL while it is used as stored, and in *view what
+ * the forward reads (the f32 data, else the stored tensor). */
+static float *need_mat(const graft_param_table *t, const char *name, graft_wmat *view, bool *missing) {
+    graft_param *p = graft_param_find(t, name);
+    if (p && p->data) {
+        *view = (graft_wmat){p->data, GRAFT_F32};
+        return p->data;
+    }
+    if (p && p->stored) {
+        *view = (graft_wmat){p->stored, (int)p->stored_dtype};
+        return NULL;
+    }
+    *missing = true;
+    return NULL;
+}
+
 graft_status graft_weights_bind(graft_weights *w, const graft_config *cfg, const graft_param_table *t) {
     memset(w, 0, sizeof *w);
     w->layers = calloc((size_t)cfg->n_layer, sizeof *w->layers);
@@ -171,8 +187,9 @@ graft_status graft_weights_bind(graft_weights *w, const graft_config *cfg, const
     bool miss = false;
     char nm[128];
 #define P(fmt) (snprintf(nm, sizeof nm, fmt, i), need(t, nm, &miss))
+#define PM(fmt, view) (snprintf(nm, sizeof nm, fmt, i), need_mat(t, nm, &(view), &miss))
     if (cfg->arch == GRAFT_ARCH_GPT2) {
-        w->wte = need(t, "transformer.wte.weight", &miss);
+        w->wte = need_mat(t, "transformer.wte.weight", &w->wte_m, &miss);
         w->wpe = need(t, "transformer.wpe.weight", &miss);
         w->lnf_w = need(t, "transformer.ln_f.weight", &miss);
         w->lnf_b = need(t, "transformer.ln_f.bias", &miss);
@@ -180,35 +197,41 @@ graft_status graft_weights_bind(graft_weights *w, const graft_config *cfg, const
             graft_layer_weights *l = &w->layers[i];
             l->ln1_w = P("transformer.h.%d.ln_1.weight");
             l->ln1_b = P("transformer.h.%d.ln_1.bias");
-            l->qkv_w = P("transformer.h.%d.attn.c_attn.weight");
+            l->qkv_w = PM("transformer.h.%d.attn.c_attn.weight", l->qkv_m);
             l->qkv_b = P("transformer.h.%d.attn.c_attn.bias");
-            l->o_w = P("transformer.h.%d.attn.c_proj.weight");
+            l->o_w = PM("transformer.h.%d.attn.c_proj.weight", l->o_m);
             l->o_b = P("transformer.h.%d.attn.c_proj.bias");
             l->ln2_w = P("transformer.h.%d.ln_2.weight");
             l->ln2_b = P("transformer.h.%d.ln_2.bias");
-            l->up_w = P("transformer.h.%d.mlp.c_fc.weight");
+            l->up_w = PM("transformer.h.%d.mlp.c_fc.weight", l->up_m);
             l->up_b = P("transformer.h.%d.mlp.c_fc.bias");
-            l->down_w = P("transformer.h.%d.mlp.c_proj.weight");
+            l->down_w = PM("transformer.h.%d.mlp.c_proj.weight", l->down_m);
             l->down_b = P("transformer.h.%d.mlp.c_proj.bias");
         }
     } else {
-        w->wte = need(t, "model.embed_tokens.weight", &miss);
+        w->wte = need_mat(t, "model.embed_tokens.weight", &w->wte_m, &miss);
         w->lnf_w = need(t, "model.norm.weight", &miss);
         for (int i = 0; i < cfg->n_layer; i++) {
             graft_layer_weights *l = &w->layers[i];
             l->ln1_w = P("model.layers.%d.input_layernorm.weight");
-            l->q_w = P("model.layers.%d.self_attn.q_proj.weight");
-            l->k_w = P("model.layers.%d.self_attn.k_proj.weight");
-            l->v_w = P("model.layers.%d.self_attn.v_proj.weight");
-            l->o_w = P("model.layers.%d.self_attn.o_proj.weight");
+            l->q_w = PM("model.layers.%d.self_attn.q_proj.weight", l->q_m);
+            l->k_w = PM("model.layers.%d.self_attn.k_proj.weight", l->k_m);
+            l->v_w = PM("model.layers.%d.self_attn.v_proj.weight", l->v_m);
+            l->o_w = PM("model.layers.%d.self_attn.o_proj.weight", l->o_m);
             l->ln2_w = P("model.layers.%d.post_attention_layernorm.weight");
-            l->gate_w = P("model.layers.%d.mlp.gate_proj.weight");
-            l->up_w = P("model.layers.%d.mlp.up_proj.weight");
-            l->down_w = P("model.layers.%d.mlp.down_proj.weight");
+            l->gate_w = PM("model.layers.%d.mlp.gate_proj.weight", l->gate_m);
+            l->up_w = PM("model.layers.%d.mlp.up_proj.weight", l->up_m);
+            l->down_w = PM("model.layers.%d.mlp.down_proj.weight", l->down_m);
         }
     }
 #undef P
-    w->lm_head = cfg->tied ? w->wte : need(t, "lm_head.weight", &miss);
+#undef PM
+    if (cfg->tied) {
+        w->lm_head = w->wte;
+        w->lm_head_m = w->wte_m;
+    } else {
+        w->lm_head = need_mat(t, "lm_head.weight", &w->lm_head_m, &miss);
+    }
     if (miss) {
         graft_weights_unbind(w);
         return graft_fail(GRAFT_ERR_INTERNAL, "weights: a parameter of the table has no data");

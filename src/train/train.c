@@ -435,6 +435,7 @@ graft_status graft_train(graft_model *m, const graft_train_opts *opts, graft_tra
     init_result(res);
     if (!m->tok) return graft_fail(GRAFT_ERR_INVALID, "training needs a tokenizer: attach one to the model");
     if (!opts->data_path || !opts->out_dir) return graft_fail(GRAFT_ERR_INVALID, "training needs a data file and an output folder");
+    GRAFT_TRY(graft_model_need_f32(m)); /* the optimiser writes f32 weights */
     char *existing = NULL;
     if (train_ckpt_find(opts->out_dir, &existing) == GRAFT_OK) {
         free(existing);
@@ -488,6 +489,7 @@ graft_status graft_train(graft_model *m, const graft_train_opts *opts, graft_tra
  * saved with, so the resumed model is the same bits as the one that stopped. */
 static graft_status unpermute_rope(graft_model *m) {
     const graft_config *c = &m->cfg;
+    GRAFT_TRY(graft_model_need_f32(m));
     for (int i = 0; i < m->params.n; i++) {
         graft_param *p = &m->params.p[i];
         bool q = ends_with(p->name, ".self_attn.q_proj.weight"), k = ends_with(p->name, ".self_attn.k_proj.weight");

@@ -1,0 +1,359 @@
+/*
+ * wmat.c - products with weight matrices kept as the checkpoint stores them
+ * (F16 or BF16, read in place from the mapping), widened to f32 on the fly.
+ *
+ * A batch-1 decode reads every weight once per token and is bound by memory
+ * bandwidth, so reading 2-byte weights and widening them in registers halves
+ * its bytes against an f32 copy. Products of many rows (prefill, the backward
+ * of an activation editor) are bound by arithmetic instead: there a slice of
+ * the matrix is widened into a small f32 buffer and handed to the f32 GEMM,
+ * which amortises the conversion over the rows.
+ *
+ * Two GEMV shapes cover both layouts and both directions:
+ *   dot:  y[r] (+)= sum_l W[r][l] x[l]   rows of W against x (nn.Linear forward,
+ *                                        Conv1D backward)
+ *   axpy: y[l] (+)= sum_r x[r] W[r][l]   x-weighted sum of rows (Conv1D forward,
+ *                                        nn.Linear backward)
+ * Each has an AVX-512, an AVX2 + F16C and a portable version, picked at run
+ * time from cpuid (GRAFT_ISA=generic|avx2|avx512 forces a lower one, for the
+ * tests and for measuring).
+ */
+#include "internal.h"
+#include "kernels.h"
+#include "parallel.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define WMAT_X86 1
+#endif
+
+#define AXPY_CHUNK 128          /* columns one axpy task accumulates (8 AVX-512 registers) */
+#define PAR_MIN_ELEMS 65536     /* below this a product runs on the calling thread */
+#define SLICE_FLOATS (1 << 18)  /* f32 buffer of a widened slice: 1 MiB */
+
+static inline uint16_t ld16(const uint16_t *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v); /* safetensors does not promise 2-byte alignment */
+    return v;
+}
+
+static inline float widen(const uint16_t *p, int bf16) {
+    return bf16 ? graft_bf16_to_f32(ld16(p)) : graft_f16_to_f32(ld16(p));
+}
+
+/* ------------------------------------------------------------------ portable */
+
+static void dot4_generic(float out[4], const uint16_t *const r[4], const float *x, int L, int bf16) {
+    for (int i = 0; i < 4; i++) {
+        float s = 0.0f;
+        for (int l = 0; l < L; l++) s += widen(r[i] + l, bf16) * x[l];
+        out[i] = s;
+    }
+}
+
+static void axpy_generic(float *acc, int w, const uint16_t *m, size_t ld, const float *x, int R, int bf16) {
+    for (int r = 0; r < R; r++) {
+        const uint16_t *row = m + (size_t)r * ld;
+        const float xr = x[r];
+        for (int j = 0; j < w; j++) acc[j] += xr * widen(row + j, bf16);
+    }
+}
+
+#ifdef WMAT_X86
+/* ------------------------------------------------------------------ AVX2 + F16C */
+
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 wide8(const uint16_t *p, int bf16) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void dot4_avx2(float out[4], const uint16_t *const r[4],
+                                                               const float *x, int L, int bf16) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int l = 0;
+    for (; l + 8 <= L; l += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + l);
+        a0 = _mm256_fmadd_ps(wide8(r[0] + l, bf16), xv, a0);
+        a1 = _mm256_fmadd_ps(wide8(r[1] + l, bf16), xv, a1);
+        a2 = _mm256_fmadd_ps(wide8(r[2] + l, bf16), xv, a2);
+        a3 = _mm256_fmadd_ps(wide8(r[3] + l, bf16), xv, a3);
+    }
+    float s[4] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3)};
+    for (; l < L; l++)
+        for (int i = 0; i < 4; i++) s[i] += widen(r[i] + l, bf16) * x[l];
+    memcpy(out, s, sizeof s);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w, const uint16_t *m, size_t ld,
+                                                               const float *x, int R, int bf16) {
+    if (w < AXPY_CHUNK) {
+        axpy_generic(acc, w, m, ld, x, R, bf16);
+        return;
+    }
+    __m256 a[AXPY_CHUNK / 8];
+    for (int j = 0; j < AXPY_CHUNK / 8; j++) a[j] = _mm256_loadu_ps(acc + 8 * j);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *row = m + (size_t)r * ld;
+        const __m256 xr = _mm256_set1_ps(x[r]);
+        for (int j = 0; j < AXPY_CHUNK / 8; j++) a[j] = _mm256_fmadd_ps(xr, wide8(row + 8 * j, bf16), a[j]);
+    }
+    for (int j = 0; j < AXPY_CHUNK / 8; j++) _mm256_storeu_ps(acc + 8 * j, a[j]);
+}
+
+/* ------------------------------------------------------------------ AVX-512 */
+
+__attribute__((target("avx512f"))) static inline __m512 wide16(const uint16_t *p, int bf16) {
+    const __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    if (bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+__attribute__((target("avx512f"))) static void dot4_avx512(float out[4], const uint16_t *const r[4], const float *x,
+                                                           int L, int bf16) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int l = 0;
+    for (; l + 16 <= L; l += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + l);
+        a0 = _mm512_fmadd_ps(wide16(r[0] + l, bf16), xv, a0);
+        a1 = _mm512_fmadd_ps(wide16(r[1] + l, bf16), xv, a1);
+        a2 = _mm512_fmadd_ps(wide16(r[2] + l, bf16), xv, a2);
+        a3 = _mm512_fmadd_ps(wide16(r[3] + l, bf16), xv, a3);
+    }
+    float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                  _mm512_reduce_add_ps(a3)};
+    for (; l < L; l++)
+        for (int i = 0; i < 4; i++) s[i] += widen(r[i] + l, bf16) * x[l];
+    memcpy(out, s, sizeof s);
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, const uint16_t *m, size_t ld,
+                                                           const float *x, int R, int bf16) {
+    if (w < AXPY_CHUNK) {
+        axpy_generic(acc, w, m, ld, x, R, bf16);
+        return;
+    }
+    __m512 a[AXPY_CHUNK / 16];
+    for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_loadu_ps(acc + 16 * j);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *row = m + (size_t)r * ld;
+        const __m512 xr = _mm512_set1_ps(x[r]);
+        for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_fmadd_ps(xr, wide16(row + 16 * j, bf16), a[j]);
+    }
+    for (int j = 0; j < AXPY_CHUNK / 16; j++) _mm512_storeu_ps(acc + 16 * j, a[j]);
+}
+#endif /* WMAT_X86 */
+
+/* ------------------------------------------------------------------ dispatch */
+
+typedef struct wkernels {
+    const char *name;
+    void (*dot4)(float out[4], const uint16_t *const r[4], const float *x, int L, int bf16);
+    void (*axpy)(float *acc, int w, const uint16_t *m, size_t ld, const float *x, int R, int bf16);
+} wkernels;
+
+static const wkernels k_generic = {"generic", dot4_generic, axpy_generic};
+#ifdef WMAT_X86
+static const wkernels k_avx2 = {"avx2", dot4_avx2, axpy_avx2};
+static const wkernels k_avx512 = {"avx512", dot4_avx512, axpy_avx512};
+#endif
+
+static const wkernels *chosen; /* set once, or by graft_wmat_set_isa */
+
+static int cpu_has(const wkernels *k) {
+#ifdef WMAT_X86
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (k == &k_avx2) return avx2;
+    if (k == &k_avx512) return avx2 && __builtin_cpu_supports("avx512f");
+#endif
+    return k == &k_generic;
+}
+
+static const wkernels *by_name(const char *name) {
+#ifdef WMAT_X86
+    if (!strcmp(name, "avx512")) return &k_avx512;
+    if (!strcmp(name, "avx2")) return &k_avx2;
+#endif
+    return !strcmp(name, "generic") ? &k_generic : NULL;
+}
+
+/* The best path this CPU runs, or the lower one GRAFT_ISA names. Read once:
+ * the answer cannot change while the process runs. */
+static const wkernels *kernels_pick(void) {
+    const wkernels *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (k) return k;
+    const char *want = getenv("GRAFT_ISA");
+    k = want ? by_name(want) : NULL;
+    if (!k || !cpu_has(k)) {
+        k = &k_generic;
+#ifdef WMAT_X86
+        if (cpu_has(&k_avx512)) k = &k_avx512;
+        else if (cpu_has(&k_avx2)) k = &k_avx2;
+#endif
+    }
+    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
+    return k;
+}
+
+int graft_wmat_set_isa(const char *name) {
+    const wkernels *k = by_name(name);
+    if (!k || !cpu_has(k)) return -1;
+    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
+    return 0;
+}
+
+const char *graft_wmat_isa(void) { return kernels_pick()->name; }
+
+/* ------------------------------------------------------------------ GEMV */
+
+/* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1). */
+static void gemv_dot(float *y, float beta, const uint16_t *m, size_t ld, const float *x, int R, int L, int bf16) {
+    const wkernels *k = kernels_pick();
+    const int ngroups = (R + 3) / 4;
+    GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
+    for (int g = 0; g < ngroups; g++) {
+        const int r0 = 4 * g, nr = R - r0 < 4 ? R - r0 : 4;
+        /* rows past the edge repeat row r0; their sums are dropped */
+        const uint16_t *rows[4];
+        for (int i = 0; i < 4; i++) rows[i] = m + (size_t)(r0 + (i < nr ? i : 0)) * ld;
+        float s[4];
+        k->dot4(s, rows, x, L, bf16);
+        for (int i = 0; i < nr; i++) y[r0 + i] = beta == 0.0f ? s[i] : y[r0 + i] + s[i];
+    });
+}
+
+/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L. Each task owns AXPY_CHUNK
+ * columns and walks every row (contiguous segments the prefetcher follows). */
+static void gemv_axpy(float *y, float beta, const uint16_t *m, size_t ld, const float *x, int R, int L, int bf16) {
+    const wkernels *k = kernels_pick();
+    const int nchunks = (L + AXPY_CHUNK - 1) / AXPY_CHUNK;
+    GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
+    for (int c = 0; c < nchunks; c++) {
+        const int l0 = c * AXPY_CHUNK, w = L - l0 < AXPY_CHUNK ? L - l0 : AXPY_CHUNK;
+        float acc[AXPY_CHUNK];
+        for (int j = 0; j < w; j++) acc[j] = beta == 0.0f ? 0.0f : y[l0 + j];
+        k->axpy(acc, w, m + l0, ld, x, R, bf16);
+        memcpy(y + l0, acc, (size_t)w * sizeof(float));
+    });
+}
+
+/* ------------------------------------------------------------------ widened slices */
+
+/* rows [r0, r0 + nr) of a stored [*, L] matrix as f32, split over threads
+ * when large (the conversion is memory-bound). */
+static void widen_rows(float *dst, const graft_wmat *w, int r0, int nr, int L) {
+    const size_t esz = graft_dtype_size((graft_dtype)w->dtype);
+    const uint8_t *src = (const uint8_t *)w->data + (size_t)r0 * L * esz;
+    GRAFT_PAR_FOR((double)nr * L > 4 * PAR_MIN_ELEMS,
+    for (int i = 0; i < nr; i++)
+        graft_convert_to_f32(dst + (size_t)i * L, src + (size_t)i * L * esz, (graft_dtype)w->dtype, (size_t)L);
+    );
+}
+
+static int slice_rows(int L) {
+    const int n = SLICE_FLOATS / (L > 0 ? L : 1);
+    return n < 16 ? 16 : n;
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float *b, int M, int K, int N,
+                            graft_layout layout) {
+    if (w.dtype == GRAFT_F32) {
+        graft_linear_forward(y, x, w.data, b, M, K, N, layout);
+        return;
+    }
+    if (M <= 0 || N <= 0) return;
+    const int bf16 = w.dtype == GRAFT_BF16;
+    float beta = 0.0f;
+    if (b) {
+        for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
+        beta = 1.0f;
+    }
+    if (M == 1) {
+        if (layout == GRAFT_W_NK) /* W [N, K]: one dot per output */
+            gemv_dot(y, beta, w.data, (size_t)K, x, N, K, bf16);
+        else /* W [K, N]: rows of W weighted by x */
+            gemv_axpy(y, beta, w.data, (size_t)N, x, K, N, bf16);
+        return;
+    }
+    /* Slices of whole rows of W, widened, then the f32 GEMM. */
+    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
+    const int sr = slice_rows(L);
+    float *buf = graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
+    if (!buf) { /* no room for a slice: one row at a time through the GEMV */
+        for (int i = 0; i < M; i++) graft_linear_forward_w(y + (size_t)i * N, x + (size_t)i * K, w, b, 1, K, N, layout);
+        return;
+    }
+    for (int r0 = 0; r0 < R; r0 += sr) {
+        const int nr = R - r0 < sr ? R - r0 : sr;
+        widen_rows(buf, &w, r0, nr, L);
+        if (layout == GRAFT_W_NK) /* outputs r0.. : y[:, r0:r0+nr] = x buf^T */
+            graft_gemm(0, 1, M, nr, K, 1.0f, x, K, buf, K, beta, y + r0, N);
+        else /* inputs r0.. : y += x[:, r0:r0+nr] buf */
+            graft_gemm(0, 0, M, N, nr, 1.0f, x + r0, K, buf, N, r0 == 0 ? beta : 1.0f, y, N);
+    }
+    graft_free_aligned(buf);
+}
+
+void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M, int K, int N, graft_layout layout) {
+    if (w.dtype == GRAFT_F32) {
+        graft_linear_backward(dx, NULL, NULL, dy, NULL, w.data, M, K, N, layout);
+        return;
+    }
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const int bf16 = w.dtype == GRAFT_BF16;
+    if (M == 1) {
+        if (layout == GRAFT_W_NK) /* dx[k] += sum_n dy[n] W[n][k] */
+            gemv_axpy(dx, 1.0f, w.data, (size_t)K, dy, N, K, bf16);
+        else /* W [K, N]: dx[k] += W[k] . dy */
+            gemv_dot(dx, 1.0f, w.data, (size_t)N, dy, K, N, bf16);
+        return;
+    }
+    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
+    const int sr = slice_rows(L);
+    float *buf = graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
+    if (!buf) {
+        for (int i = 0; i < M; i++)
+            graft_linear_backward_dx_w(dx + (size_t)i * K, dy + (size_t)i * N, w, 1, K, N, layout);
+        return;
+    }
+    for (int r0 = 0; r0 < R; r0 += sr) {
+        const int nr = R - r0 < sr ? R - r0 : sr;
+        widen_rows(buf, &w, r0, nr, L);
+        if (layout == GRAFT_W_NK) /* dx += dy[:, r0:r0+nr] buf */
+            graft_gemm(0, 0, M, K, nr, 1.0f, dy + r0, N, buf, K, 1.0f, dx, K);
+        else /* dx[:, r0:r0+nr] += dy buf^T */
+            graft_gemm(0, 1, M, nr, N, 1.0f, dy, N, buf, N, 1.0f, dx + r0, K);
+    }
+    graft_free_aligned(buf);
+}
+
+void graft_embed_forward_w(float *out, const int *ids, const int *pos, graft_wmat wte, const float *wpe, int T,
+                           int C) {
+    if (wte.dtype == GRAFT_F32) {
+        graft_embed_forward(out, ids, pos, wte.data, wpe, T, C);
+        return;
+    }
+    const size_t esz = graft_dtype_size((graft_dtype)wte.dtype);
+    for (int t = 0; t < T; t++) {
+        float *o = out + (size_t)t * C;
+        graft_convert_to_f32(o, (const uint8_t *)wte.data + (size_t)ids[t] * C * esz, (graft_dtype)wte.dtype,
+                             (size_t)C);
+        if (wpe) {
+            const float *p = wpe + (size_t)(pos ? pos[t] : t) * C;
+            for (int c = 0; c < C; c++) o[c] += p[c];
+        }
+    }
+}

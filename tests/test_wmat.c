@@ -1,0 +1,259 @@
+/*
+ * test_wmat.c - weights used as stored (F16/BF16 read in place, wmat.c).
+ *
+ * 1. The kernels, on every instruction-set path this CPU runs: the linear
+ *    map and its activation gradient for both layouts, batch 1 (the GEMV) and
+ *    several rows (widened slices), against the double-precision reference
+ *    on the widened matrix; the embedding gather.
+ * 2. Whole models (random GPT-2 and Llama shapes saved as F16 and BF16):
+ *    loaded as stored against the same file converted at load
+ *    (GRAFT_WEIGHTS=f32): logits, greedy generation and activation gradients
+ *    agree; after graft_model_need_f32 the logits are the same bits; a GRACE
+ *    edit takes on a stored model; a weight editor converts it first.
+ */
+#include "engine.h"
+#include "internal.h"
+#include "kernels.h"
+#include "test.h"
+#include "test_util.h"
+#include "model/save.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+/* A stored matrix of R x L elements and its exact f32 widening. */
+static void make_matrix(uint16_t *h, float *f, size_t n, int bf16) {
+    for (size_t i = 0; i < n; i++) {
+        const float v = frand();
+        h[i] = bf16 ? graft_f32_to_bf16(v) : graft_f32_to_f16(v);
+        f[i] = bf16 ? graft_bf16_to_f32(h[i]) : graft_f16_to_f32(h[i]);
+    }
+}
+
+/* max |a - b| / (1 + |b|) */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]) / (1.0 + fabs((double)b[i]));
+        if (!(e <= worst)) worst = e; /* NaN counts as worst */
+    }
+    return worst;
+}
+
+static void test_linear(const char *isa, int bf16, graft_layout layout, int M, int K, int N) {
+    const size_t nw = (size_t)K * N;
+    uint16_t *h = malloc(nw * 2 + 2);
+    float *f = malloc(nw * sizeof(float)), *x = malloc((size_t)M * K * sizeof(float)),
+          *b = malloc((size_t)N * sizeof(float)), *y = malloc((size_t)M * N * sizeof(float)),
+          *yr = malloc((size_t)M * N * sizeof(float)), *dy = malloc((size_t)M * N * sizeof(float)),
+          *dx = malloc((size_t)M * K * sizeof(float)), *dxr = malloc((size_t)M * K * sizeof(float));
+    /* odd byte offset of the 2-byte elements: safetensors does not align */
+    uint16_t *hs = (uint16_t *)(void *)((uint8_t *)h + 1);
+    uint16_t *tmp = malloc(nw * 2);
+    make_matrix(tmp, f, nw, bf16);
+    memcpy(hs, tmp, nw * 2);
+    for (int i = 0; i < M * K; i++) x[i] = frand();
+    for (int i = 0; i < N; i++) b[i] = frand();
+    for (int i = 0; i < M * N; i++) dy[i] = frand(), y[i] = NAN;
+    for (int i = 0; i < M * K; i++) dx[i] = dxr[i] = frand();
+    const graft_wmat w = {hs, bf16 ? GRAFT_BF16 : GRAFT_F16};
+
+    graft_linear_forward_w(y, x, w, b, M, K, N, layout);
+    for (int i = 0; i < M; i++) memcpy(yr + (size_t)i * N, b, (size_t)N * sizeof(float));
+    if (layout == GRAFT_W_KN)
+        graft_gemm_ref(0, 0, M, N, K, 1.0f, x, K, f, N, 1.0f, yr, N);
+    else
+        graft_gemm_ref(0, 1, M, N, K, 1.0f, x, K, f, K, 1.0f, yr, N);
+    const double ef = rel_err(y, yr, (size_t)M * N);
+    CHECK_MSG(ef < 2e-5, "%s %s %s forward M=%d K=%d N=%d: error %g", isa, bf16 ? "BF16" : "F16",
+              layout == GRAFT_W_KN ? "KN" : "NK", M, K, N, ef);
+
+    graft_linear_backward_dx_w(dx, dy, w, M, K, N, layout);
+    if (layout == GRAFT_W_KN)
+        graft_gemm_ref(0, 1, M, K, N, 1.0f, dy, N, f, N, 1.0f, dxr, K);
+    else
+        graft_gemm_ref(0, 0, M, K, N, 1.0f, dy, N, f, K, 1.0f, dxr, K);
+    const double eb = rel_err(dx, dxr, (size_t)M * K);
+    CHECK_MSG(eb < 2e-5, "%s %s %s dx M=%d K=%d N=%d: error %g", isa, bf16 ? "BF16" : "F16",
+              layout == GRAFT_W_KN ? "KN" : "NK", M, K, N, eb);
+    free(h), free(tmp), free(f), free(x), free(b), free(y), free(yr), free(dy), free(dx), free(dxr);
+}
+
+static void test_embed(int bf16) {
+    const int V = 37, C = 45, T = 6;
+    uint16_t *h = malloc((size_t)V * C * 2);
+    float *f = malloc((size_t)V * C * sizeof(float)), *wpe = malloc((size_t)T * C * sizeof(float));
+    float *o = malloc((size_t)T * C * sizeof(float)), *r = malloc((size_t)T * C * sizeof(float));
+    make_matrix(h, f, (size_t)V * C, bf16);
+    for (int i = 0; i < T * C; i++) wpe[i] = frand();
+    const int ids[6] = {0, 36, 5, 5, 17, 1};
+    graft_embed_forward_w(o, ids, NULL, (graft_wmat){h, bf16 ? GRAFT_BF16 : GRAFT_F16}, wpe, T, C);
+    graft_embed_forward(r, ids, NULL, f, wpe, T, C);
+    CHECK(memcmp(o, r, (size_t)T * C * sizeof(float)) == 0);
+    free(h), free(f), free(wpe), free(o), free(r);
+}
+
+/* ------------------------------------------------------------------ models */
+
+static char *tmp_model_dir(const char *tag) {
+    char *d = malloc(256);
+    snprintf(d, 256, "/tmp/graft_test_wmat_%d_%s", (int)getpid(), tag);
+    return d;
+}
+
+static void rm_model_dir(const char *d) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", d);
+}
+
+static graft_model *load_as(const char *dir, const char *weights) {
+    setenv("GRAFT_WEIGHTS", weights, 1);
+    graft_model *m = NULL;
+    CHECK_OK(graft_model_load(dir, &m));
+    unsetenv("GRAFT_WEIGHTS");
+    return m;
+}
+
+/* Logits of all rows of ids[n], and the gradient of their summed loss at the
+ * input of layer 0 (activations only, as GRACE takes it). */
+static void forward_backward(graft_model *m, const int *ids, int n, float *logits, float *dres) {
+    graft_run *r = NULL;
+    CHECK_OK(graft_run_create(m, n, n, n, 1, &r));
+    if (!r) return;
+    CHECK_OK(graft_run_set_batch(r, ids, &n, 1, NULL, 0));
+    CHECK_OK(graft_run_forward(r));
+    const size_t V = (size_t)m->cfg.vocab_size;
+    memcpy(logits, r->logits, (size_t)n * V * sizeof(float));
+    int targets[64];
+    for (int i = 0; i < n; i++) targets[i] = i + 1 < n ? ids[i + 1] : -1;
+    CHECK_OK(graft_run_backward(r, targets, NULL, NULL, 0, GRAFT_SITE_BLOCK_IN));
+    memcpy(dres, r->d_resid, (size_t)n * m->cfg.d_model * sizeof(float));
+    graft_run_free(r);
+}
+
+static int grace_took;
+
+/* Whether a GRACE edit at layer 1 makes greedy decoding give its target. */
+static int grace_takes(const char *dir, const char *weights) {
+    graft_model *m = load_as(dir, weights);
+    graft_editor *e = NULL;
+    int took = -1;
+    if (m) CHECK_OK(graft_editor_create(m, "grace", "{\"layer\": 1}", &e));
+    if (e) {
+        if (!strcmp(weights, "stored")) CHECK(m->w.layers[0].down_w == NULL);
+        const int prompt[4] = {5, 9, 2, 7}, target[2] = {11, 13};
+        graft_edit_tok req = {.prompt = prompt, .n_prompt = 4, .target = target, .n_target = 2, .subject_last = -1};
+        graft_edit_info info;
+        graft_blob ch = {0};
+        CHECK_OK(e->ops->apply(e, &req, &info, &ch));
+        took = test_greedy_is(m, e, prompt, 4, target, 2);
+        graft_blob_free(&ch);
+        e->ops->free(e);
+    }
+    graft_model_free(m);
+    return took;
+}
+
+static void test_model(const char *preset, graft_dtype dt) {
+    graft_config cfg;
+    CHECK_OK(graft_config_preset(preset, &cfg));
+    graft_model *src = NULL;
+    CHECK_OK(graft_model_create_random(&cfg, 11, 0.05f, &src));
+    if (!src) return;
+    char tag[64];
+    snprintf(tag, sizeof tag, "%s_%s", preset, graft_dtype_name(dt));
+    char *dir = tmp_model_dir(tag);
+    rm_model_dir(dir);
+    CHECK_OK(graft_model_save_hf(src, dir, dt));
+    graft_model *st = load_as(dir, "stored"), *f32 = load_as(dir, "f32");
+    if (st && f32) {
+        CHECK(st->w.layers[0].down_w == NULL && st->w.layers[0].down_m.dtype == (int)dt);
+        CHECK(f32->w.layers[0].down_w != NULL && f32->w.layers[0].down_m.dtype == GRAFT_F32);
+        const int n = 9;
+        int ids[9];
+        for (int i = 0; i < n; i++) ids[i] = (i * 37 + 3) % cfg.vocab_size;
+        const size_t nl = (size_t)n * cfg.vocab_size, nd = (size_t)n * cfg.d_model;
+        float *l1 = malloc(nl * sizeof(float)), *l2 = malloc(nl * sizeof(float)), *l3 = malloc(nl * sizeof(float));
+        float *d1 = malloc(nd * sizeof(float)), *d2 = malloc(nd * sizeof(float));
+        forward_backward(st, ids, n, l1, d1);
+        forward_backward(f32, ids, n, l2, d2);
+        CHECK_MSG(rel_err(l1, l2, nl) < 1e-4, "%s logits: stored vs f32 error %g", tag, rel_err(l1, l2, nl));
+        CHECK_MSG(rel_err(d1, d2, nd) < 1e-4, "%s activation gradient: error %g", tag, rel_err(d1, d2, nd));
+        CHECK(st->w.layers[0].down_w == NULL); /* an activation backward converts nothing */
+
+        /* greedy decode (batch-1 GEMVs) gives the same tokens */
+        graft_gen_opts o;
+        graft_gen_opts_default(&o);
+        o.max_new_tokens = 12;
+        o.stop_at_eos = 0;
+        int *g1 = NULL, *g2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        CHECK_OK(graft_generate_ids(st, ids, 3, &o, NULL, NULL, &g1, &n1));
+        CHECK_OK(graft_generate_ids(f32, ids, 3, &o, NULL, NULL, &g2, &n2));
+        CHECK_MSG(n1 == n2 && n1 == 12 && memcmp(g1, g2, n1 * sizeof(int)) == 0, "%s: greedy tokens differ", tag);
+        free(g1), free(g2);
+
+        /* converted later: the same bits as converted at load */
+        CHECK_OK(graft_model_need_f32(st));
+        forward_backward(st, ids, n, l3, d1);
+        CHECK_MSG(memcmp(l3, l2, nl * sizeof(float)) == 0, "%s: logits after need_f32 differ from an f32 load", tag);
+        free(l1), free(l2), free(l3), free(d1), free(d2);
+    }
+    graft_model_free(st);
+    graft_model_free(f32);
+
+    /* editors: GRACE keeps the weights as stored and edits them as it does
+     * f32 ones; FT converts them first */
+    const int took = grace_takes(dir, "stored"), took32 = grace_takes(dir, "f32");
+    CHECK_MSG(took == took32, "%s: a GRACE edit took %d on stored weights, %d on f32", tag, took, took32);
+    grace_took += took;
+    graft_model *m = load_as(dir, "stored");
+    if (m) {
+        graft_editor *e = NULL;
+        CHECK_OK(graft_editor_create(m, "ft", "{}", &e));
+        CHECK(m->w.layers[0].down_w != NULL && m->w.layers[0].down_m.data == m->w.layers[0].down_w);
+        if (e) e->ops->free(e);
+    }
+    graft_model_free(m);
+    graft_model_free(src);
+    rm_model_dir(dir);
+    free(dir);
+}
+
+int main(void) {
+    graft_set_threads(0);
+    static const char *const isas[] = {"generic", "avx2", "avx512"};
+    static const int shapes[][3] = {{1, 64, 48}, {1, 130, 300}, {1, 768, 257}, {1, 17, 1},
+                                    {2, 33, 65}, {5, 130, 129}, {67, 96, 200}};
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
+        if (graft_wmat_set_isa(isas[i]) != 0) {
+            printf("%s: not on this CPU, skipped\n", isas[i]);
+            continue;
+        }
+        ran++;
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            for (int lay = 0; lay < 2; lay++)
+                for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                    test_linear(isas[i], bf16, (graft_layout)lay, shapes[s][0], shapes[s][1], shapes[s][2]);
+        test_embed(0);
+        test_embed(1);
+        CHECK(strcmp(graft_wmat_isa(), isas[i]) == 0);
+    }
+    CHECK(ran >= 1);
+    /* back to the best path for the model tests */
+    if (graft_wmat_set_isa("avx512") != 0 && graft_wmat_set_isa("avx2") != 0) graft_wmat_set_isa("generic");
+    test_model("gpt2-tiny", GRAFT_F16);
+    test_model("gpt2-tiny", GRAFT_BF16);
+    test_model("llama-tiny", GRAFT_F16);
+    test_model("llama-tiny", GRAFT_BF16);
+    CHECK_MSG(grace_took >= 2, "GRACE edits took on %d of 4 stored models", grace_took);
+    return test_finish("test_wmat");
+}
