@@ -290,9 +290,14 @@ struct graft_model {
  * backward of activations and GRACE/MELO work on stored weights as they are.
  * Idempotent. Must not run while a forward of m is in flight. */
 graft_status graft_model_need_f32(graft_model *m);
-/* Whether loaders keep F16/BF16 weights as stored (default) or convert them
- * at load (GRAFT_WEIGHTS=f32). */
-bool graft_keep_stored_weights(void);
+/* Whether a loader keeps F16/BF16 matrices as stored, given how many bytes
+ * they hold: GRAFT_WEIGHTS=stored or =f32 decides; by default models whose
+ * matrices reach GRAFT_STORED_MIN_BYTES are kept as stored (half the memory
+ * and the decode bytes), smaller ones converted at load. A small model costs
+ * little memory either way, and an editor's passes over a few rows run
+ * faster on f32 than on matrices widened anew for every product. */
+#define GRAFT_STORED_MIN_BYTES ((size_t)64 << 20)
+bool graft_keep_stored_weights(size_t stored_bytes);
 
 /* Parse a Hugging Face config.json (GPT2Config / LlamaConfig keys). */
 graft_status graft_config_from_json(graft_config *cfg, const char *json_text, const char *path);

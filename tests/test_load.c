@@ -329,7 +329,14 @@ static void test_gpt2_fixture(void) {
     for (int v = 0; v < 2; v++) {
         char *d = variant_dir(fx, v ? "bf16" : "f16", v ? "model-bf16.safetensors" : "model-f16.safetensors");
         graft_model *h = NULL;
+        /* a model this small is converted at load unless told otherwise */
         CHECK_OK(graft_model_load(d, &h));
+        CHECK(h && h->w.layers[0].qkv_w != NULL && h->w.layers[0].qkv_m.dtype == GRAFT_F32);
+        graft_model_free(h);
+        h = NULL;
+        setenv("GRAFT_WEIGHTS", "stored", 1);
+        CHECK_OK(graft_model_load(d, &h));
+        unsetenv("GRAFT_WEIGHTS");
         if (h) {
             graft_model_info hi;
             graft_model_get_info(h, &hi);

@@ -45,9 +45,9 @@ static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
  * reads them: half the bytes of an f32 copy, per decoded token and in memory.
  * Vectors (norms, biases) and GPT-2's position table are small and are added
  * as floats, so they are converted. */
-static bool keep_stored(const graft_config *cfg, const graft_param *p, const graft_st_tensor *x) {
+static bool storable(const graft_config *cfg, const graft_param *p, const graft_st_tensor *x) {
     if (x->dtype != GRAFT_F16 && x->dtype != GRAFT_BF16) return false;
-    if (p->ndim != 2 || !graft_keep_stored_weights()) return false;
+    if (p->ndim != 2) return false;
     return !(cfg->arch == GRAFT_ARCH_GPT2 && ends_with(p->name, "wpe.weight"));
 }
 
@@ -83,7 +83,7 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
 
     /* Pass 1: find and check every tensor before touching any memory. */
     size_t slab_floats = 0;
-    size_t count_by_dtype[3] = {0, 0, 0};
+    size_t count_by_dtype[3] = {0, 0, 0}, storable_bytes = 0;
     static const char prefix[] = "transformer.";
     for (int i = 0; i < t->n; i++) {
         const graft_param *p = &t->p[i];
@@ -119,8 +119,14 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
         src[i] = x;
         used[x - a->tensors] = true;
         count_by_dtype[x->dtype] += x->numel;
-        if (!(x->dtype == GRAFT_F32 && ((uintptr_t)x->data % sizeof(float)) == 0) && !keep_stored(&m->cfg, p, x))
-            slab_floats += (p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
+        if (storable(&m->cfg, p, x)) storable_bytes += x->numel * graft_dtype_size(x->dtype);
+    }
+    const bool keep = graft_keep_stored_weights(storable_bytes);
+    for (int i = 0; i < t->n; i++) {
+        const graft_st_tensor *x = src[i];
+        const bool in_place = (x->dtype == GRAFT_F32 && ((uintptr_t)x->data % sizeof(float)) == 0) ||
+                              (keep && storable(&m->cfg, &t->p[i], x));
+        if (!in_place) slab_floats += (t->p[i].numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
     }
     /* A tensor that is neither a parameter nor a known buffer means the file
      * is a variant graft does not implement (biases in Llama projections,
@@ -149,7 +155,7 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
             /* the mapping is private and writable: editors may patch in place */
             p->data = (float *)(uintptr_t)x->data;
             m->mapped_bytes += p->numel * sizeof(float);
-        } else if (keep_stored(&m->cfg, p, x)) {
+        } else if (keep && storable(&m->cfg, p, x)) {
             /* read in place by the forward; converted only if something
              * needs floats (graft_model_need_f32) */
             p->stored = x->data;

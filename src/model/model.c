@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 graft_status graft_model_load(const char *path, graft_model **out) {
     if (!out) return graft_fail(GRAFT_ERR_INVALID, "graft_model_load: out is NULL");
@@ -90,9 +91,11 @@ void graft_model_get_info(const graft_model *m, graft_model_info *info) {
     info->heap_bytes = m->heap_bytes;
 }
 
-bool graft_keep_stored_weights(void) {
+bool graft_keep_stored_weights(size_t stored_bytes) {
     const char *v = getenv("GRAFT_WEIGHTS");
-    return !(v && (!strcmp(v, "f32") || !strcmp(v, "F32")));
+    if (v && !strcasecmp(v, "f32")) return false;
+    if (v && !strcasecmp(v, "stored")) return true;
+    return stored_bytes >= GRAFT_STORED_MIN_BYTES;
 }
 
 graft_status graft_model_need_f32(graft_model *m) {
