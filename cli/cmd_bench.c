@@ -24,6 +24,8 @@ static void usage(FILE *out) {
           "  --shape NAME   random weights: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl (1.5B), gpt2-tiny, llama-tiny\n"
           "  --dtype D      with --shape: f32 (default), f16 or bf16; the random model is written to a\n"
           "                 temporary folder in that dtype and loaded from it, weights used as stored\n"
+          "  --write DIR    with --shape: write the random model to DIR as an HF folder (in --dtype) and\n"
+          "                 stop; for the peers' benchmarks (graft export --gguf) and for -m DIR runs\n"
           "  --no-step      skip the forward+backward step (it needs a second copy of the weights for gradients)\n",
           out);
 }
@@ -90,9 +92,10 @@ int cmd_bench(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"prefill", required_argument, 0, 'p'}, {"batch", required_argument, 0, 'b'},
         {"seq", required_argument, 0, 'q'},   {"decode", required_argument, 0, 'd'},  {"no-step", no_argument, 0, 'N'},
         {"json", no_argument, 0, 'j'},        {"help", no_argument, 0, 'h'},          {"dtype", required_argument, 0, 'D'},
-        {0, 0, 0, 0}};
+        {"write", required_argument, 0, 'W'},   {0, 0, 0, 0}};
     const char *model = NULL, *shape = NULL;
     graft_dtype dtype = GRAFT_F32;
+    const char *write_dir = NULL;
     long runs = 5, threads = 0, prefill = 256, batch = 4, seq = 64, decode = 64;
     int json = 0, no_step = 0, c;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -106,6 +109,7 @@ int cmd_bench(int argc, char **argv) {
         case 'q': if (cli_parse_int("bench", "--seq", optarg, 1, 1 << 20, &seq)) return 2; break;
         case 'd': if (cli_parse_int("bench", "--decode", optarg, 1, 1 << 20, &decode)) return 2; break;
         case 'N': no_step = 1; break;
+        case 'W': write_dir = optarg; break;
         case 'D':
             if (graft_dtype_parse_float(optarg, &dtype)) {
                 cli_fail("bench", "--dtype: '%s' is not f32, f16 or bf16", optarg);
@@ -117,8 +121,8 @@ int cmd_bench(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || (model && shape)) {
-        cli_fail("bench", "give either -m MODEL or --shape NAME");
+    if (optind < argc || (model && shape) || (write_dir && !shape)) {
+        cli_fail("bench", "give either -m MODEL or --shape NAME (--write needs --shape)");
         usage(stderr);
         return 2;
     }
@@ -131,6 +135,13 @@ int cmd_bench(int argc, char **argv) {
         if (st == GRAFT_OK) {
             if (!json) fprintf(stderr, "graft bench: drawing random %s weights...\n", shape);
             st = graft_model_create_random(&cfg, 1, 0.02f, &m);
+        }
+        if (st == GRAFT_OK && write_dir) {
+            st = graft_model_save_hf(m, write_dir, dtype);
+            graft_model_free(m);
+            if (st != GRAFT_OK) return cli_fail_status("bench", st);
+            fprintf(stderr, "graft bench: wrote random %s weights (%s) to %s\n", shape, graft_dtype_name(dtype), write_dir);
+            return 0;
         }
         if (st == GRAFT_OK && dtype != GRAFT_F32) st = reload_as(&m, dtype);
         if (st != GRAFT_OK) return cli_fail_status("bench", st);

@@ -250,8 +250,8 @@ typedef struct graft_param {
     int64_t shape[4];
     size_t numel;
     float *data;          /* f32; NULL while the tensor is used as stored */
-    const void *stored;   /* the checkpoint's F16/BF16 tensor, in its mapping (NULL: f32 only) */
-    graft_dtype stored_dtype;
+    graft_wmat stored;    /* the checkpoint's tensor in its mapping (F16, BF16, Q8_0; maybe
+                             transposed), read in place while data is NULL; .data NULL: none */
 } graft_param;
 
 typedef struct graft_param_table {

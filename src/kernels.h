@@ -54,12 +54,24 @@ void graft_linear_backward(float *dx, float *dw, float *db, const float *dy, con
                            const float *w, int M, int K, int N, graft_layout layout);
 
 /* A weight matrix as the checkpoint stores it, read in place: dtype is a
- * graft_dtype (internal.h): GRAFT_F32, GRAFT_F16 or GRAFT_BF16. F16/BF16
- * elements need not be aligned (safetensors does not align tensors). */
+ * graft_dtype (internal.h: GRAFT_F32, GRAFT_F16, GRAFT_BF16) or
+ * GRAFT_WMAT_Q8_0 (GGUF's blocks of 32 int8 weights with an F16 scale, along
+ * the rows). transposed: the data is the transpose of the parameter as graft's
+ * table describes it (GPT-2's Conv1D [in, out] as GGUF stores it, [out, in]).
+ * F16/BF16 elements need not be aligned (safetensors does not align tensors). */
+#define GRAFT_WMAT_Q8_0 64
 typedef struct graft_wmat {
     const void *data;
     int dtype;
+    int transposed;
 } graft_wmat;
+
+/* Bytes of one stored row of n elements (n a multiple of 32 for Q8_0). */
+size_t graft_wmat_row_bytes(int dtype, size_t n);
+/* The parameter [rows, cols] as f32 (rows * cols floats) from its stored view. */
+void graft_wmat_to_f32(float *dst, graft_wmat w, size_t rows, size_t cols);
+/* n (a multiple of 32) Q8_0 weights as f32. */
+void graft_q8_0_to_f32(float *dst, const void *src, size_t n);
 
 /* graft_linear_forward for a stored matrix (wmat.c): F32 goes to the f32
  * kernels; F16/BF16 are widened on the fly (M == 1: in registers; more rows:

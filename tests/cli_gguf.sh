@@ -110,6 +110,19 @@ b=$("$GRAFT" score -m "$tmp/g2.gguf" --text "$G2TEXT" 2>&1)
 a=$("$GRAFT" tokenize -m "$tmp/g2hf" --text "$G2TEXT" 2>&1)
 b=$("$GRAFT" tokenize -m "$tmp/g2.gguf" --text "$G2TEXT" 2>&1)
 [ "$a" = "$b" ] && case $a in *50256*) true ;; *) false ;; esac && ok || bad "gpt2 tokenize: $a vs $b"
+# weights used as stored (F16, BF16 and Q8_0 read in place, GPT-2's Conv1D
+# transposed; wmat.c) score as the same files converted at load
+for dt in f16 bf16 q8_0; do
+  "${BUILD[@]}" gpt2 "$tmp/g2hf" "$tmp/g2_$dt.gguf" --dtype "$dt" 2>"$tmp/err" || bad "gguf_build gpt2 $dt: $(cat "$tmp/err")"
+  for f in "$tmp/g2_$dt.gguf" "$tmp/py_${dt}_v3.gguf" "$tmp/py_${dt}_v2.gguf"; do
+    [ -f "$f" ] || continue
+    t=$([ "$f" = "$tmp/g2_$dt.gguf" ] && echo "$G2TEXT" || echo "$TEXT")
+    a=$(GRAFT_WEIGHTS=stored "$GRAFT" score -m "$f" --text "$t" 2>&1)
+    b=$(GRAFT_WEIGHTS=f32 "$GRAFT" score -m "$f" --text "$t" 2>&1)
+    close "$(echo "$a" | nll)" "$(echo "$b" | nll)" 0.0005 && ok || bad "$(basename "$f") as stored: '$a' vs converted '$b'"
+    GRAFT_WEIGHTS=stored "$GRAFT" inspect -m "$f" 2>&1 | grep -q "memory-mapped" && ok || bad "$(basename "$f"): not mapped as stored"
+  done
+done
 # graft's own GPT-2 export of that folder, read back
 expect_rc 0 "gpt2 export --gguf" -- "$GRAFT" export -m "$tmp/g2hf" --gguf "$tmp/g2graft.gguf"
 b=$("$GRAFT" score -m "$tmp/g2graft.gguf" --text "$G2TEXT" 2>&1)

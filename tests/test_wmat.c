@@ -62,7 +62,7 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     for (int i = 0; i < N; i++) b[i] = frand();
     for (int i = 0; i < M * N; i++) dy[i] = frand(), y[i] = NAN;
     for (int i = 0; i < M * K; i++) dx[i] = dxr[i] = frand();
-    const graft_wmat w = {hs, bf16 ? GRAFT_BF16 : GRAFT_F16};
+    const graft_wmat w = {hs, bf16 ? GRAFT_BF16 : GRAFT_F16, 0};
 
     graft_linear_forward_w(y, x, w, b, M, K, N, layout);
     for (int i = 0; i < M; i++) memcpy(yr + (size_t)i * N, b, (size_t)N * sizeof(float));
@@ -85,6 +85,50 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     free(h), free(tmp), free(f), free(x), free(b), free(y), free(yr), free(dy), free(dx), free(dxr);
 }
 
+/* Q8_0 rows (blocks along the row, as GGUF stores every matrix) and
+ * transposed views: y = x W for a parameter W [K, N] stored as its transpose
+ * [N][K] (GPT-2's Conv1D in GGUF), and for W [N, K] stored as is. */
+static void test_q8(const char *isa, int M, int K, int N) {
+    const size_t nb = (size_t)N * (K / 32), bytes = nb * 34;
+    uint8_t *q = malloc(bytes + 1), *qs = q + 1; /* odd address: GGUF aligns tensors, but rows need not be */
+    for (size_t b = 0; b < nb; b++) {
+        const uint16_t d = graft_f32_to_f16(0.01f + 0.02f * fabsf(frand()));
+        memcpy(qs + b * 34, &d, 2);
+        for (int k = 0; k < 32; k++) qs[b * 34 + 2 + k] = (uint8_t)(int8_t)(frand() * 127.0f);
+    }
+    float *f = malloc((size_t)N * K * sizeof(float)), *ft = malloc((size_t)N * K * sizeof(float));
+    graft_q8_0_to_f32(f, qs, (size_t)N * K); /* [N][K] */
+    float *x = malloc((size_t)M * K * sizeof(float)), *y = malloc((size_t)M * N * sizeof(float)),
+          *yr = malloc((size_t)M * N * sizeof(float)), *dy = malloc((size_t)M * N * sizeof(float)),
+          *dx = malloc((size_t)M * K * sizeof(float)), *dxr = malloc((size_t)M * K * sizeof(float));
+    for (int i = 0; i < M * K; i++) x[i] = frand(), dx[i] = dxr[i] = frand();
+    for (int i = 0; i < M * N; i++) dy[i] = frand();
+    for (int tr = 0; tr < 2; tr++) {
+        /* tr = 0: parameter [N, K] (NK) stored as is; tr = 1: parameter [K, N] (KN) stored transposed */
+        const graft_wmat w = {qs, GRAFT_WMAT_Q8_0, tr};
+        const graft_layout lay = tr ? GRAFT_W_KN : GRAFT_W_NK;
+        graft_linear_forward_w(y, x, w, NULL, M, K, N, lay);
+        graft_gemm_ref(0, 1, M, N, K, 1.0f, x, K, f, K, 0.0f, yr, N);
+        CHECK_MSG(rel_err(y, yr, (size_t)M * N) < 2e-5, "%s Q8_0 %s forward M=%d K=%d N=%d: error %g", isa,
+                  tr ? "transposed" : "NK", M, K, N, rel_err(y, yr, (size_t)M * N));
+        memcpy(dx, dxr, (size_t)M * K * sizeof(float));
+        float *dref = malloc((size_t)M * K * sizeof(float));
+        memcpy(dref, dxr, (size_t)M * K * sizeof(float));
+        graft_linear_backward_dx_w(dx, dy, w, M, K, N, lay);
+        graft_gemm_ref(0, 0, M, K, N, 1.0f, dy, N, f, K, 1.0f, dref, K);
+        CHECK_MSG(rel_err(dx, dref, (size_t)M * K) < 2e-5, "%s Q8_0 %s dx M=%d: error %g", isa, tr ? "transposed" : "NK",
+                  M, rel_err(dx, dref, (size_t)M * K));
+        free(dref);
+        /* the parameter as f32 */
+        graft_wmat_to_f32(ft, w, tr ? (size_t)K : (size_t)N, tr ? (size_t)N : (size_t)K);
+        int bad = 0;
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) bad += (tr ? ft[(size_t)k * N + n] : ft[(size_t)n * K + k]) != f[(size_t)n * K + k];
+        CHECK_MSG(bad == 0, "graft_wmat_to_f32 Q8_0 %s: %d entries differ", tr ? "transposed" : "as is", bad);
+    }
+    free(q), free(f), free(ft), free(x), free(y), free(yr), free(dy), free(dx), free(dxr);
+}
+
 static void test_embed(int bf16) {
     const int V = 37, C = 45, T = 6;
     uint16_t *h = malloc((size_t)V * C * 2);
@@ -93,7 +137,7 @@ static void test_embed(int bf16) {
     make_matrix(h, f, (size_t)V * C, bf16);
     for (int i = 0; i < T * C; i++) wpe[i] = frand();
     const int ids[6] = {0, 36, 5, 5, 17, 1};
-    graft_embed_forward_w(o, ids, NULL, (graft_wmat){h, bf16 ? GRAFT_BF16 : GRAFT_F16}, wpe, T, C);
+    graft_embed_forward_w(o, ids, NULL, (graft_wmat){h, bf16 ? GRAFT_BF16 : GRAFT_F16, 0}, wpe, T, C);
     graft_embed_forward(r, ids, NULL, f, wpe, T, C);
     CHECK(memcmp(o, r, (size_t)T * C * sizeof(float)) == 0);
     free(h), free(f), free(wpe), free(o), free(r);
@@ -245,6 +289,10 @@ int main(void) {
                     test_linear(isas[i], bf16, (graft_layout)lay, shapes[s][0], shapes[s][1], shapes[s][2]);
         test_embed(0);
         test_embed(1);
+        test_q8(isas[i], 1, 64, 48);
+        test_q8(isas[i], 1, 768, 131);
+        test_q8(isas[i], 3, 96, 70);
+        test_q8(isas[i], 40, 160, 33);
         CHECK(strcmp(graft_wmat_isa(), isas[i]) == 0);
     }
     CHECK(ran >= 1);

@@ -169,8 +169,8 @@ void graft_model_fingerprint(const graft_model *m, char *buf, size_t n) {
     float head[4096]; /* the same values whether the tensor is f32 or used as stored */
     if (p->data)
         memcpy(head, p->data, k * sizeof(float));
-    else
-        graft_convert_to_f32(head, p->stored, p->stored_dtype, k);
+    else /* its first k elements (an embedding table, never stored transposed, rows contiguous) */
+        graft_wmat_to_f32(head, p->stored, 1, k);
     for (size_t i = 0; i < k; i++) s += head[i] * (double)(i % 7 + 1);
     snprintf(buf, n, "%s L%d C%d V%d %.9g", m->cfg.arch == GRAFT_ARCH_GPT2 ? "gpt2" : "llama", m->cfg.n_layer,
              m->cfg.d_model, m->cfg.vocab_size, s);

@@ -250,7 +250,7 @@ static graft_status prepare(runner *R) {
             if (p->data)
                 memcpy(R->w0 + at, p->data, p->numel * sizeof(float));
             else /* used as stored: nothing writes it (converted first if an editor does) */
-                graft_convert_to_f32(R->w0 + at, p->stored, p->stored_dtype, p->numel);
+                graft_wmat_to_f32(R->w0 + at, p->stored, (size_t)p->shape[0], p->numel / (size_t)p->shape[0]);
             at += p->numel;
         }
     }

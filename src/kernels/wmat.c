@@ -14,6 +14,10 @@
  *                                        Conv1D backward)
  *   axpy: y[l] (+)= sum_r x[r] W[r][l]   x-weighted sum of rows (Conv1D forward,
  *                                        nn.Linear backward)
+ * GGUF's Q8_0 (blocks of 32 int8 weights and an F16 scale) runs the dot
+ * shape directly: its blocks lie along the rows, which is the only way GGUF
+ * stores matrices (a view marked `transposed` is the transpose of the
+ * parameter graft's tables describe, e.g. GPT-2's Conv1D as llama.cpp writes it).
  * Each has an AVX-512, an AVX2 + F16C and a portable version, picked at run
  * time from cpuid (GRAFT_ISA=generic|avx2|avx512 forces a lower one, for the
  * tests and for measuring).
@@ -59,6 +63,48 @@ static void axpy_generic(float *acc, int w, const uint16_t *m, size_t ld, const 
         const uint16_t *row = m + (size_t)r * ld;
         const float xr = x[r];
         for (int j = 0; j < w; j++) acc[j] += xr * widen(row + j, bf16);
+    }
+}
+
+/* Q8_0: 34-byte blocks, an F16 scale d then 32 int8 q; the weight is d * q. */
+#define Q8_BLOCK 32
+#define Q8_BYTES 34
+
+static inline float q8_scale(const uint8_t *blk) { return graft_f16_to_f32(ld16((const uint16_t *)(const void *)blk)); }
+
+void graft_q8_0_to_f32(float *dst, const void *src, size_t n) {
+    const uint8_t *s = src;
+    for (size_t b = 0; b < n / Q8_BLOCK; b++) {
+        const uint8_t *blk = s + b * Q8_BYTES;
+        const float d = q8_scale(blk);
+        for (int k = 0; k < Q8_BLOCK; k++) dst[b * Q8_BLOCK + k] = d * (float)(int8_t)blk[2 + k];
+    }
+}
+
+static void dot4_q8_generic(float out[4], const uint8_t *const r[4], const float *x, int L) {
+    for (int i = 0; i < 4; i++) {
+        float s = 0.0f;
+        for (int b = 0; b < L / Q8_BLOCK; b++) {
+            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            float bs = 0.0f;
+            for (int k = 0; k < Q8_BLOCK; k++) bs += (float)(int8_t)blk[2 + k] * x[b * Q8_BLOCK + k];
+            s += q8_scale(blk) * bs;
+        }
+        out[i] = s;
+    }
+}
+
+/* acc[0..w) += sum_r x[r] W[r][l0 + j], W in Q8_0 rows; l0 and w are whole
+ * blocks (the callers' chunks are multiples of 32). Portable only: it serves
+ * the activation gradient of a quantised matrix at batch 1, a rare shape. */
+static void axpy_q8_generic(float *acc, int w, const uint8_t *m, size_t ld, int l0, const float *x, int R) {
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = m + (size_t)r * ld + (size_t)(l0 / Q8_BLOCK) * Q8_BYTES;
+        for (int b = 0; b < w / Q8_BLOCK; b++) {
+            const uint8_t *blk = row + (size_t)b * Q8_BYTES;
+            const float f = x[r] * q8_scale(blk);
+            for (int k = 0; k < Q8_BLOCK; k++) acc[b * Q8_BLOCK + k] += f * (float)(int8_t)blk[2 + k];
+        }
     }
 }
 
@@ -111,6 +157,31 @@ __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w
     for (int j = 0; j < AXPY_CHUNK / 8; j++) _mm256_storeu_ps(acc + 8 * j, a[j]);
 }
 
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 q8_wide8(const uint8_t *q) {
+    int64_t v;
+    memcpy(&v, q, 8);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2(float out[4], const uint8_t *const r[4],
+                                                                  const float *x, int L) {
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < L / Q8_BLOCK; b++) {
+        const float *xb = x + b * Q8_BLOCK;
+        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+                     x3 = _mm256_loadu_ps(xb + 24);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            __m256 s = _mm256_mul_ps(q8_wide8(blk + 2), x0);
+            s = _mm256_fmadd_ps(q8_wide8(blk + 10), x1, s);
+            s = _mm256_fmadd_ps(q8_wide8(blk + 18), x2, s);
+            s = _mm256_fmadd_ps(q8_wide8(blk + 26), x3, s);
+            a[i] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(ld16((const uint16_t *)(const void *)blk))), s, a[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
+}
+
 /* ------------------------------------------------------------------ AVX-512 */
 
 __attribute__((target("avx512f"))) static inline __m512 wide16(const uint16_t *p, int bf16) {
@@ -152,6 +223,21 @@ __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, co
     }
     for (int j = 0; j < AXPY_CHUNK / 16; j++) _mm512_storeu_ps(acc + 16 * j, a[j]);
 }
+__attribute__((target("avx512f,f16c"))) static void dot4_q8_avx512(float out[4], const uint8_t *const r[4],
+                                                                    const float *x, int L) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < L / Q8_BLOCK; b++) {
+        const __m512 x0 = _mm512_loadu_ps(x + b * Q8_BLOCK), x1 = _mm512_loadu_ps(x + b * Q8_BLOCK + 16);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2))));
+            const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18))));
+            const __m512 s = _mm512_fmadd_ps(q1, x1, _mm512_mul_ps(q0, x0));
+            a[i] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(ld16((const uint16_t *)(const void *)blk))), s, a[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = _mm512_reduce_add_ps(a[i]);
+}
 #endif /* WMAT_X86 */
 
 /* ------------------------------------------------------------------ dispatch */
@@ -160,12 +246,13 @@ typedef struct wkernels {
     const char *name;
     void (*dot4)(float out[4], const uint16_t *const r[4], const float *x, int L, int bf16);
     void (*axpy)(float *acc, int w, const uint16_t *m, size_t ld, const float *x, int R, int bf16);
+    void (*dot4_q8)(float out[4], const uint8_t *const r[4], const float *x, int L);
 } wkernels;
 
-static const wkernels k_generic = {"generic", dot4_generic, axpy_generic};
+static const wkernels k_generic = {"generic", dot4_generic, axpy_generic, dot4_q8_generic};
 #ifdef WMAT_X86
-static const wkernels k_avx2 = {"avx2", dot4_avx2, axpy_avx2};
-static const wkernels k_avx512 = {"avx512", dot4_avx512, axpy_avx512};
+static const wkernels k_avx2 = {"avx2", dot4_avx2, axpy_avx2, dot4_q8_avx2};
+static const wkernels k_avx512 = {"avx512", dot4_avx512, axpy_avx512, dot4_q8_avx512};
 #endif
 
 static const wkernels *chosen; /* set once, or by graft_wmat_set_isa */
@@ -217,48 +304,104 @@ const char *graft_wmat_isa(void) { return kernels_pick()->name; }
 
 /* ------------------------------------------------------------------ GEMV */
 
-/* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1). */
-static void gemv_dot(float *y, float beta, const uint16_t *m, size_t ld, const float *x, int R, int L, int bf16) {
+size_t graft_wmat_row_bytes(int dtype, size_t n) {
+    switch (dtype) {
+    case GRAFT_F32: return n * 4;
+    case GRAFT_F16:
+    case GRAFT_BF16: return n * 2;
+    case GRAFT_WMAT_Q8_0: return n / Q8_BLOCK * Q8_BYTES;
+    }
+    return 0;
+}
+
+/* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
+ * ld bytes apart. */
+static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
     const wkernels *k = kernels_pick();
-    const int ngroups = (R + 3) / 4;
+    const int ngroups = (R + 3) / 4, bf16 = w->dtype == GRAFT_BF16, q8 = w->dtype == GRAFT_WMAT_Q8_0;
+    const uint8_t *m = w->data;
     GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
     for (int g = 0; g < ngroups; g++) {
         const int r0 = 4 * g, nr = R - r0 < 4 ? R - r0 : 4;
         /* rows past the edge repeat row r0; their sums are dropped */
-        const uint16_t *rows[4];
+        const uint8_t *rows[4];
         for (int i = 0; i < 4; i++) rows[i] = m + (size_t)(r0 + (i < nr ? i : 0)) * ld;
         float s[4];
-        k->dot4(s, rows, x, L, bf16);
+        if (q8)
+            k->dot4_q8(s, rows, x, L);
+        else
+            k->dot4(s, (const uint16_t *const *)rows, x, L, bf16);
         for (int i = 0; i < nr; i++) y[r0 + i] = beta == 0.0f ? s[i] : y[r0 + i] + s[i];
     });
 }
 
 /* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L. Each task owns AXPY_CHUNK
  * columns and walks every row (contiguous segments the prefetcher follows). */
-static void gemv_axpy(float *y, float beta, const uint16_t *m, size_t ld, const float *x, int R, int L, int bf16) {
+static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
     const wkernels *k = kernels_pick();
-    const int nchunks = (L + AXPY_CHUNK - 1) / AXPY_CHUNK;
+    const int nchunks = (L + AXPY_CHUNK - 1) / AXPY_CHUNK, bf16 = w->dtype == GRAFT_BF16;
+    const int q8 = w->dtype == GRAFT_WMAT_Q8_0;
     GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
     for (int c = 0; c < nchunks; c++) {
-        const int l0 = c * AXPY_CHUNK, w = L - l0 < AXPY_CHUNK ? L - l0 : AXPY_CHUNK;
+        const int l0 = c * AXPY_CHUNK, n = L - l0 < AXPY_CHUNK ? L - l0 : AXPY_CHUNK;
         float acc[AXPY_CHUNK];
-        for (int j = 0; j < w; j++) acc[j] = beta == 0.0f ? 0.0f : y[l0 + j];
-        k->axpy(acc, w, m + l0, ld, x, R, bf16);
-        memcpy(y + l0, acc, (size_t)w * sizeof(float));
+        for (int j = 0; j < n; j++) acc[j] = beta == 0.0f ? 0.0f : y[l0 + j];
+        if (q8)
+            axpy_q8_generic(acc, n, w->data, ld, l0, x, R);
+        else
+            k->axpy(acc, n, (const uint16_t *)w->data + l0, ld / 2, x, R, bf16);
+        memcpy(y + l0, acc, (size_t)n * sizeof(float));
     });
 }
 
 /* ------------------------------------------------------------------ widened slices */
 
-/* rows [r0, r0 + nr) of a stored [*, L] matrix as f32, split over threads
- * when large (the conversion is memory-bound). */
+/* Stored rows [r0, r0 + nr) of L elements each as f32. */
+static void rows_f32(float *dst, const graft_wmat *w, size_t r0, size_t nr, size_t L) {
+    const size_t rb = graft_wmat_row_bytes(w->dtype, L);
+    const uint8_t *src = (const uint8_t *)w->data + r0 * rb;
+    if (w->dtype == GRAFT_WMAT_Q8_0)
+        graft_q8_0_to_f32(dst, src, nr * L);
+    else
+        graft_convert_to_f32(dst, src, (graft_dtype)w->dtype, nr * L);
+}
+
+/* The same split over threads when large (the conversion is memory-bound). */
 static void widen_rows(float *dst, const graft_wmat *w, int r0, int nr, int L) {
-    const size_t esz = graft_dtype_size((graft_dtype)w->dtype);
-    const uint8_t *src = (const uint8_t *)w->data + (size_t)r0 * L * esz;
     GRAFT_PAR_FOR((double)nr * L > 4 * PAR_MIN_ELEMS,
-    for (int i = 0; i < nr; i++)
-        graft_convert_to_f32(dst + (size_t)i * L, src + (size_t)i * L * esz, (graft_dtype)w->dtype, (size_t)L);
+    for (int i = 0; i < nr; i++) rows_f32(dst + (size_t)i * L, w, (size_t)(r0 + i), 1, (size_t)L);
     );
+}
+
+void graft_wmat_to_f32(float *dst, graft_wmat w, size_t rows, size_t cols) {
+    if (!w.transposed) {
+        const size_t chunk = 64;
+        GRAFT_PAR_FOR((double)rows * cols > 4 * PAR_MIN_ELEMS,
+        for (size_t r = 0; r < rows; r += chunk)
+            rows_f32(dst + r * cols, &w, r, rows - r < chunk ? rows - r : chunk, cols);
+        );
+        return;
+    }
+    /* stored [cols][rows]: widen a stored row, scatter it into a column */
+    float *buf = malloc(rows * sizeof(float));
+    for (size_t c = 0; buf && c < cols; c++) {
+        rows_f32(buf, &w, c, 1, rows);
+        for (size_t r = 0; r < rows; r++) dst[r * cols + c] = buf[r];
+    }
+    if (!buf) /* one element at a time, slowly but surely */
+        for (size_t c = 0; c < cols; c++)
+            for (size_t r = 0; r < rows; r++) {
+                float v[Q8_BLOCK];
+                const size_t b = r / Q8_BLOCK * Q8_BLOCK;
+                const int q8 = w.dtype == GRAFT_WMAT_Q8_0;
+                const uint8_t *row = (const uint8_t *)w.data + c * graft_wmat_row_bytes(w.dtype, rows);
+                if (q8)
+                    graft_q8_0_to_f32(v, row + b / Q8_BLOCK * Q8_BYTES, Q8_BLOCK);
+                else
+                    graft_convert_to_f32(v, row + r * graft_wmat_row_bytes(w.dtype, 1), (graft_dtype)w.dtype, 1);
+                dst[r * cols + c] = q8 ? v[r - b] : v[0];
+            }
+    free(buf);
 }
 
 static int slice_rows(int L) {
@@ -266,34 +409,47 @@ static int slice_rows(int L) {
     return n < 16 ? 16 : n;
 }
 
+/* A transposed view stores the parameter's transpose: the other layout. */
+static graft_layout stored_layout(const graft_wmat *w, graft_layout layout) {
+    if (!w->transposed) return layout;
+    return layout == GRAFT_W_KN ? GRAFT_W_NK : GRAFT_W_KN;
+}
+
 /* ------------------------------------------------------------------ entry points */
 
 void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float *b, int M, int K, int N,
                             graft_layout layout) {
-    if (w.dtype == GRAFT_F32) {
+    if (w.dtype == GRAFT_F32 && !w.transposed) {
         graft_linear_forward(y, x, w.data, b, M, K, N, layout);
         return;
     }
     if (M <= 0 || N <= 0) return;
-    const int bf16 = w.dtype == GRAFT_BF16;
+    layout = stored_layout(&w, layout);
     float beta = 0.0f;
     if (b) {
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
+    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
+    const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
     if (M == 1) {
         if (layout == GRAFT_W_NK) /* W [N, K]: one dot per output */
-            gemv_dot(y, beta, w.data, (size_t)K, x, N, K, bf16);
+            gemv_dot(y, beta, &w, ld, x, N, K);
         else /* W [K, N]: rows of W weighted by x */
-            gemv_axpy(y, beta, w.data, (size_t)N, x, K, N, bf16);
+            gemv_axpy(y, beta, &w, ld, x, K, N);
         return;
     }
     /* Slices of whole rows of W, widened, then the f32 GEMM. */
-    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
     const int sr = slice_rows(L);
     float *buf = graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
     if (!buf) { /* no room for a slice: one row at a time through the GEMV */
-        for (int i = 0; i < M; i++) graft_linear_forward_w(y + (size_t)i * N, x + (size_t)i * K, w, b, 1, K, N, layout);
+        for (int i = 0; i < M; i++) {
+            float *yi = y + (size_t)i * N;
+            if (layout == GRAFT_W_NK)
+                gemv_dot(yi, beta, &w, ld, x + (size_t)i * K, N, K);
+            else
+                gemv_axpy(yi, beta, &w, ld, x + (size_t)i * K, K, N);
+        }
         return;
     }
     for (int r0 = 0; r0 < R; r0 += sr) {
@@ -308,25 +464,25 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
 }
 
 void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M, int K, int N, graft_layout layout) {
-    if (w.dtype == GRAFT_F32) {
+    if (w.dtype == GRAFT_F32 && !w.transposed) {
         graft_linear_backward(dx, NULL, NULL, dy, NULL, w.data, M, K, N, layout);
         return;
     }
     if (M <= 0 || N <= 0 || K <= 0) return;
-    const int bf16 = w.dtype == GRAFT_BF16;
-    if (M == 1) {
-        if (layout == GRAFT_W_NK) /* dx[k] += sum_n dy[n] W[n][k] */
-            gemv_axpy(dx, 1.0f, w.data, (size_t)K, dy, N, K, bf16);
-        else /* W [K, N]: dx[k] += W[k] . dy */
-            gemv_dot(dx, 1.0f, w.data, (size_t)N, dy, K, N, bf16);
-        return;
-    }
+    layout = stored_layout(&w, layout);
     const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
+    const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
     const int sr = slice_rows(L);
-    float *buf = graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
-    if (!buf) {
-        for (int i = 0; i < M; i++)
-            graft_linear_backward_dx_w(dx + (size_t)i * K, dy + (size_t)i * N, w, 1, K, N, layout);
+    float *buf = M == 1 ? NULL : graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
+    if (!buf) { /* batch 1, or no room for a slice: GEMVs row by row */
+        for (int i = 0; i < M; i++) {
+            float *dxi = dx + (size_t)i * K;
+            const float *dyi = dy + (size_t)i * N;
+            if (layout == GRAFT_W_NK) /* dx[k] += sum_n dy[n] W[n][k] */
+                gemv_axpy(dxi, 1.0f, &w, ld, dyi, N, K);
+            else /* W [K, N]: dx[k] += W[k] . dy */
+                gemv_dot(dxi, 1.0f, &w, ld, dyi, K, N);
+        }
         return;
     }
     for (int r0 = 0; r0 < R; r0 += sr) {
@@ -342,15 +498,13 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
 
 void graft_embed_forward_w(float *out, const int *ids, const int *pos, graft_wmat wte, const float *wpe, int T,
                            int C) {
-    if (wte.dtype == GRAFT_F32) {
+    if (wte.dtype == GRAFT_F32 && !wte.transposed) {
         graft_embed_forward(out, ids, pos, wte.data, wpe, T, C);
         return;
     }
-    const size_t esz = graft_dtype_size((graft_dtype)wte.dtype);
     for (int t = 0; t < T; t++) {
         float *o = out + (size_t)t * C;
-        graft_convert_to_f32(o, (const uint8_t *)wte.data + (size_t)ids[t] * C * esz, (graft_dtype)wte.dtype,
-                             (size_t)C);
+        rows_f32(o, &wte, (size_t)ids[t], 1, (size_t)C); /* embeddings are never stored transposed */
         if (wpe) {
             const float *p = wpe + (size_t)(pos ? pos[t] : t) * C;
             for (int c = 0; c < C; c++) o[c] += p[c];

@@ -304,16 +304,6 @@ static size_t row_bytes(const graft_gguf_tensor *t) {
     return 0;
 }
 
-/* Q8_0: blocks of 32 weights, an F16 scale d and 32 int8 q; w = d * q. */
-static void dequant_q8_0(float *dst, const uint8_t *src, size_t n) {
-    for (size_t b = 0; b < n / 32; b++) {
-        const uint8_t *blk = src + b * 34;
-        uint16_t h = (uint16_t)(blk[0] | (blk[1] << 8));
-        float d = graft_f16_to_f32(h);
-        for (int k = 0; k < 32; k++) dst[b * 32 + k] = d * (float)(int8_t)blk[2 + k];
-    }
-}
-
 /* Rows [row0, row0 + rows) of t as f32 (rows of ne[0] elements). */
 static void rows_to_f32(float *dst, const graft_gguf_tensor *t, size_t row0, size_t rows) {
     size_t rb = row_bytes(t), n = rows * (size_t)t->ne[0];
@@ -322,7 +312,7 @@ static void rows_to_f32(float *dst, const graft_gguf_tensor *t, size_t row0, siz
     case GGUF_T_F32: graft_convert_to_f32(dst, src, GRAFT_F32, n); break;
     case GGUF_T_F16: graft_convert_to_f32(dst, src, GRAFT_F16, n); break;
     case GGUF_T_BF16: graft_convert_to_f32(dst, src, GRAFT_BF16, n); break;
-    case GGUF_T_Q8_0: dequant_q8_0(dst, src, n); break;
+    case GGUF_T_Q8_0: graft_q8_0_to_f32(dst, src, n); break;
     }
 }
 
@@ -337,6 +327,22 @@ typedef struct src_ref {
 static bool in_place(const src_ref *r) {
     return r->t->type == GGUF_T_F32 && r->x == GGUF_X_NONE && r->row0 == 0 &&
            ((uintptr_t)r->t->data % sizeof(float)) == 0;
+}
+
+/* F16, BF16 and Q8_0 matrices the forward can read where they lie: whole
+ * tensors, as the file stores them or transposed (GPT-2's Conv1D), not
+ * GPT-2's position table (added as floats). q/k rows that need RoPE's
+ * reordering and slices of a fused qkv are converted. */
+static bool storable(const src_ref *r, const graft_param *p) {
+    if (r->t->type != GGUF_T_F16 && r->t->type != GGUF_T_BF16 && r->t->type != GGUF_T_Q8_0) return false;
+    if (p->ndim != 2 || r->row0 != 0 || (r->x != GGUF_X_NONE && r->x != GGUF_X_TRANSPOSE)) return false;
+    const size_t n = strlen(p->name);
+    return !(n >= 10 && !strcmp(p->name + n - 10, "wpe.weight"));
+}
+
+static graft_wmat stored_view(const src_ref *r) {
+    const int dt = r->t->type == GGUF_T_F16 ? GRAFT_F16 : r->t->type == GGUF_T_BF16 ? GRAFT_BF16 : GRAFT_WMAT_Q8_0;
+    return (graft_wmat){r->t->data, dt, r->x == GGUF_X_TRANSPOSE};
 }
 
 static graft_status check_tensor(const char *path, const graft_gguf_tensor *t, int n_dims, int64_t ne0, int64_t ne1) {
@@ -385,7 +391,7 @@ static graft_status bind_weights(graft_model *m, const graft_gguf *g, const char
     }
     if (outw && cfg->tied) used[outw - g->tensors] = true;
 
-    size_t slab_floats = 0;
+    size_t slab_floats = 0, storable_bytes = 0;
     for (int i = 0; i < n_plan; i++) {
         const graft_gguf_slot *s = &plan[i];
         src_ref *r = &refs[i];
@@ -407,7 +413,6 @@ static graft_status bind_weights(graft_model *m, const graft_gguf *g, const char
                     r->t = f;
                     r->row0 = (size_t)(which == 'q' ? 0 : which == 'k' ? Q : Q + K);
                     used[f - g->tensors] = true;
-                    slab_floats += (s->p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
                     continue;
                 }
             }
@@ -419,8 +424,12 @@ static graft_status bind_weights(graft_model *m, const graft_gguf *g, const char
         st = check_tensor(path, r->t, s->n_dims, s->ne[0], s->ne[1]);
         if (st != GRAFT_OK) goto done;
         used[r->t - g->tensors] = true;
-        if (!in_place(r)) slab_floats += (s->p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
+        if (storable(r, s->p)) storable_bytes += r->t->nbytes;
     }
+    const bool keep = graft_keep_stored_weights(storable_bytes);
+    for (int i = 0; i < n_plan; i++)
+        if (!in_place(&refs[i]) && !(keep && storable(&refs[i], plan[i].p)))
+            slab_floats += (plan[i].p->numel + SLAB_ALIGN - 1) / SLAB_ALIGN * SLAB_ALIGN;
     /* A tensor graft would not use means a variant it does not implement
      * (biases in Llama projections, RoPE frequency factors, ...). */
     for (uint64_t j = 0; j < g->n_tensors; j++) {
@@ -445,6 +454,11 @@ static graft_status bind_weights(graft_model *m, const graft_gguf *g, const char
         if (in_place(r)) {
             p->data = (float *)(uintptr_t)r->t->data;
             m->mapped_bytes += p->numel * sizeof(float);
+            continue;
+        }
+        if (keep && storable(r, p)) { /* read in place by the forward (wmat.c) */
+            p->stored = stored_view(r);
+            m->mapped_bytes += r->t->nbytes;
             continue;
         }
         p->data = m->heap_slab + off;

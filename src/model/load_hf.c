@@ -158,8 +158,7 @@ graft_status graft_load_hf(graft_model *m, const char *dir) {
         } else if (keep && storable(&m->cfg, p, x)) {
             /* read in place by the forward; converted only if something
              * needs floats (graft_model_need_f32) */
-            p->stored = x->data;
-            p->stored_dtype = x->dtype;
+            p->stored = (graft_wmat){x->data, (int)x->dtype, 0};
             m->mapped_bytes += p->numel * graft_dtype_size(x->dtype);
         } else {
             p->data = m->heap_slab + slab_off;

@@ -102,7 +102,7 @@ graft_status graft_model_need_f32(graft_model *m) {
     size_t floats = 0;
     for (int i = 0; i < m->params.n; i++) {
         const graft_param *p = &m->params.p[i];
-        if (!p->data && p->stored) floats += (p->numel + 15) / 16 * 16;
+        if (!p->data && p->stored.data) floats += (p->numel + 15) / 16 * 16;
     }
     if (floats == 0) return GRAFT_OK;
     if (m->f32_slab) return graft_fail(GRAFT_ERR_INTERNAL, "need_f32: stored tensors left after conversion");
@@ -113,12 +113,13 @@ graft_status graft_model_need_f32(graft_model *m) {
     size_t off = 0;
     for (int i = 0; i < m->params.n; i++) {
         graft_param *p = &m->params.p[i];
-        if (p->data || !p->stored) continue;
+        if (p->data || !p->stored.data) continue;
         p->data = m->f32_slab + off;
         off += (p->numel + 15) / 16 * 16;
-        graft_convert_to_f32_parallel(p->data, p->stored, p->stored_dtype, p->numel);
+        const size_t rows = (size_t)p->shape[0], cols = p->ndim == 2 ? (size_t)p->shape[1] : 1;
+        graft_wmat_to_f32(p->data, p->stored, rows, cols);
         m->heap_bytes += p->numel * sizeof(float);
-        m->mapped_bytes -= p->numel * graft_dtype_size(p->stored_dtype);
+        m->mapped_bytes -= graft_wmat_row_bytes(p->stored.dtype, cols) * rows;
     }
     /* Rebind in place: runs and editors hold pointers to m->w.layers. */
     graft_weights w;

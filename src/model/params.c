@@ -169,11 +169,11 @@ static float *need(const graft_param_table *t, const char *name, bool *missing) 
 static float *need_mat(const graft_param_table *t, const char *name, graft_wmat *view, bool *missing) {
     graft_param *p = graft_param_find(t, name);
     if (p && p->data) {
-        *view = (graft_wmat){p->data, GRAFT_F32};
+        *view = (graft_wmat){p->data, GRAFT_F32, 0};
         return p->data;
     }
-    if (p && p->stored) {
-        *view = (graft_wmat){p->stored, (int)p->stored_dtype};
+    if (p && p->stored.data) {
+        *view = p->stored;
         return NULL;
     }
     *missing = true;
