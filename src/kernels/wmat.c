@@ -26,6 +26,7 @@
 #include "kernels.h"
 #include "parallel.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,8 @@
 
 #define AXPY_CHUNK 128          /* columns one axpy task accumulates (8 AVX-512 registers) */
 #define PAR_MIN_ELEMS 65536     /* below this a product runs on the calling thread */
-#define SLICE_FLOATS (1 << 18)  /* f32 buffer of a widened slice: 1 MiB */
+#define SLICE_FLOATS (1 << 20)  /* f32 buffer of a widened slice: 4 MiB */
+#define SLICE_MIN_ROWS 128      /* rows of a slice at least: the GEMM's depth */
 
 static inline uint16_t ld16(const uint16_t *p) {
     uint16_t v;
@@ -368,7 +370,7 @@ static void rows_f32(float *dst, const graft_wmat *w, size_t r0, size_t nr, size
 
 /* The same split over threads when large (the conversion is memory-bound). */
 static void widen_rows(float *dst, const graft_wmat *w, int r0, int nr, int L) {
-    GRAFT_PAR_FOR((double)nr * L > 4 * PAR_MIN_ELEMS,
+    GRAFT_PAR_FOR((double)nr * L > PAR_MIN_ELEMS,
     for (int i = 0; i < nr; i++) rows_f32(dst + (size_t)i * L, w, (size_t)(r0 + i), 1, (size_t)L);
     );
 }
@@ -406,7 +408,48 @@ void graft_wmat_to_f32(float *dst, graft_wmat w, size_t rows, size_t cols) {
 
 static int slice_rows(int L) {
     const int n = SLICE_FLOATS / (L > 0 ? L : 1);
-    return n < 16 ? 16 : n;
+    return n < SLICE_MIN_ROWS ? SLICE_MIN_ROWS : n;
+}
+
+/* The slice buffer, kept per thread between products: a fresh 4 MiB
+ * allocation is a mapping whose pages fault in again on every product.
+ * Freed when its thread ends (a pthread key's destructor). */
+static pthread_key_t slice_key;
+static pthread_once_t slice_once = PTHREAD_ONCE_INIT;
+typedef struct slice_buf {
+    float *p;
+    size_t cap;
+} slice_buf;
+
+static void slice_free(void *v) {
+    slice_buf *b = v;
+    graft_free_aligned(b->p);
+    free(b);
+}
+
+static void slice_key_init(void) {
+    if (pthread_key_create(&slice_key, slice_free) != 0) slice_key = (pthread_key_t)-1;
+}
+
+/* A buffer of at least n floats for this thread, or NULL (out of memory). */
+static float *slice_get(size_t n) {
+    pthread_once(&slice_once, slice_key_init);
+    if (slice_key == (pthread_key_t)-1) return NULL;
+    slice_buf *b = pthread_getspecific(slice_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b || pthread_setspecific(slice_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->cap < n) {
+        graft_free_aligned(b->p);
+        b->cap = 0;
+        b->p = graft_alloc_aligned(n * sizeof(float));
+        if (b->p) b->cap = n;
+    }
+    return b->p;
 }
 
 /* A transposed view stores the parameter's transpose: the other layout. */
@@ -441,7 +484,7 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
     }
     /* Slices of whole rows of W, widened, then the f32 GEMM. */
     const int sr = slice_rows(L);
-    float *buf = graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
+    float *buf = slice_get((size_t)(sr < R ? sr : R) * L);
     if (!buf) { /* no room for a slice: one row at a time through the GEMV */
         for (int i = 0; i < M; i++) {
             float *yi = y + (size_t)i * N;
@@ -460,7 +503,6 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
         else /* inputs r0.. : y += x[:, r0:r0+nr] buf */
             graft_gemm(0, 0, M, N, nr, 1.0f, x + r0, K, buf, N, r0 == 0 ? beta : 1.0f, y, N);
     }
-    graft_free_aligned(buf);
 }
 
 void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M, int K, int N, graft_layout layout) {
@@ -473,7 +515,7 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
     const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
     const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
     const int sr = slice_rows(L);
-    float *buf = M == 1 ? NULL : graft_alloc_aligned((size_t)(sr < R ? sr : R) * L * sizeof(float));
+    float *buf = M == 1 ? NULL : slice_get((size_t)(sr < R ? sr : R) * L);
     if (!buf) { /* batch 1, or no room for a slice: GEMVs row by row */
         for (int i = 0; i < M; i++) {
             float *dxi = dx + (size_t)i * K;
@@ -493,7 +535,6 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
         else /* dx[:, r0:r0+nr] += dy buf^T */
             graft_gemm(0, 1, M, nr, N, 1.0f, dy, N, buf, N, 1.0f, dx + r0, K);
     }
-    graft_free_aligned(buf);
 }
 
 void graft_embed_forward_w(float *out, const int *ids, const int *pos, graft_wmat wte, const float *wpe, int T,
