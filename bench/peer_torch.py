@@ -17,7 +17,7 @@ Speed does not depend on the values. One warm-up of each, then --runs timed
 runs; prints one JSON object: medians and bests (ms).
 
 usage: peer_torch.py [--model DIR] [--threads N] [--runs N] [--prefill T]
-                     [--batch B] [--seq T] [--no-step]
+                     [--batch B] [--seq T] [--no-step] [--nll-ids 1,2,3]
 """
 import argparse
 import json
@@ -155,6 +155,8 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--no-step", action="store_true")
+    ap.add_argument("--nll-ids", help="1,2,3: print the mean next-token NLL of these ids and exit (a check that "
+                    "this is the model graft runs: `graft score --ids` prints the same figure)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
@@ -170,6 +172,12 @@ def main():
         for p in model.parameters():
             nn.init.normal_(p, std=0.02)
     V = cfg["vocab_size"]
+    if a.nll_ids:
+        ids = torch.tensor([int(x) for x in a.nll_ids.split(",")]).view(1, -1)
+        with torch.no_grad():
+            nll = F.cross_entropy(model(ids)[0, :-1], ids[0, 1:]).item()
+        print(json.dumps({"tokens": ids.shape[1], "nll": nll}))
+        return
     res = {"torch": torch.__version__, "threads": torch.get_num_threads(), "runs": a.runs,
            "params": sum(p.numel() for p in model.parameters())}
 

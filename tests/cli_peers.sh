@@ -3,7 +3,8 @@
 # checked without timing anything: its GGUF reader and work counts on a tiny
 # GPT-2 exported by graft, the Q8_0 rewriter (bench/gguf_q8_0.py; graft must
 # read its output and score within quantisation error of F32), the PyTorch
-# peer on that tiny model (when a python3 with torch is installed), and a
+# peer on that tiny model (when a python3 with torch is installed: it runs,
+# and its NLL of some ids is graft's, so it computes the same model), and a
 # --dry-run with no peers present. No benchmark runs here.
 # Usage: cli_peers.sh PATH/TO/graft
 set -u
@@ -62,6 +63,12 @@ if [ -n "$TPY" ]; then
   "$TPY" "$BENCH/peer_torch.py" --model "$tmp/g2" --threads 1 --runs 1 --prefill 16 --batch 2 --seq 8 >"$tmp/t.json" 2>"$tmp/err" &&
     python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['params']==$((50257 * 32 + 64 * 32 + 2 * (4 * 32 * 32 + 2 * 32 * 128 + 9 * 32 + 128) + 2 * 32)) and j['step_ms'] > 0, j" "$tmp/t.json" &&
     ok || bad "peer_torch.py: $(cat "$tmp/t.json" "$tmp/err" | tail -3)"
+  # the same model: graft's mean NLL of some ids and PyTorch's agree
+  IDS=15496,995,11,428,318,257,1332,13
+  a=$("$GRAFT" score -m "$tmp/g2" --ids $IDS 2>&1 | sed -n 's/.*"nll": \([0-9.e+-]*\).*/\1/p')
+  b=$("$TPY" "$BENCH/peer_torch.py" --model "$tmp/g2" --threads 1 --nll-ids $IDS 2>/dev/null | sed -n 's/.*"nll": \([0-9.e+-]*\).*/\1/p')
+  python3 -c "import sys; a,b=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b)<=1e-4*abs(a) else 1)" "$a" "$b" && ok ||
+    bad "peer_torch.py nll '$b' vs graft '$a'"
 else
   echo "cli_peers: no python3 with torch: peer_torch.py not checked" >&2
 fi
