@@ -13,9 +13,9 @@ The same weights in each: stories260K.bin (run.c, graft) and its GGUF export
 `graft train --preset gpt2 --steps 1` (graft and PyTorch read its folder,
 graft and llama.cpp its GGUF exports: F32, F16, and Q8_0 by llama-quantize or
 bench/gguf_q8_0.py). The same threads for everyone. Rounds are interleaved:
-each round runs graft once and then every peer once, each a fresh process
-with its own warm-up, and every figure is the median and the best over the
-rounds. Before the rounds, build/bench_floors measures the machine's floors
+each round runs graft once and every peer once (odd rounds in the reverse
+order), each a fresh process with its own warm-up, and every figure is the
+median and the best over the rounds. Before the rounds, build/bench_floors measures the machine's floors
 (read bandwidth, sgemm peak), and every figure gets its ratio to its floor:
 FLOPs / sgemm peak for prefill and training, bytes of weights per token /
 read bandwidth for decode.
@@ -165,7 +165,8 @@ class Runner:
         if self.a.dry_run:
             print("  would run: " + shown)
             return ""
-        e = dict(os.environ)
+        # OpenMP settings of the caller's shell are dropped: each tool gets only what `env` says
+        e = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
         e.update(env or {})
         if self.a.verbose:
             print("  $ " + shown, file=sys.stderr)
@@ -515,7 +516,8 @@ def main():
     t_start = time.time()
     for rnd in range(runs):
         print("== round %d of %d ==" % (rnd + 1, runs), file=sys.stderr)
-        for tool, fn in tasks:
+        # odd rounds run the list backwards, so no tool always follows the same one
+        for tool, fn in (tasks if rnd % 2 == 0 else tasks[::-1]):
             try:
                 fn()
             except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
@@ -601,8 +603,9 @@ def main():
       "per token for decode. x floor = floor rate / median rate (1.0 = at the floor)."
       % (floors["flags"], T, fmt(bw, 1), ", ".join(fmt(x, 1) for x in spread["read (decode floor)"]),
          fmt(peak, 1), peak_name.replace("1024^3 ", ""), ", ".join(fmt(x, 1) for x in spread.get(peak_name, []))))
-    w("Environment: graft with OMP_WAIT_POLICY=passive (as `make bench`), run.c with OMP_NUM_THREADS, "
-      "llama-bench with -t and its defaults, PyTorch with torch.set_num_threads and OMP_NUM_THREADS."
+    w("Environment (the shell's OMP_* variables are not passed on): graft with OMP_WAIT_POLICY=passive (as "
+      "`make bench`), run.c with OMP_NUM_THREADS, llama-bench with -t and its defaults, PyTorch with "
+      "torch.set_num_threads and OMP_NUM_THREADS."
       + "".join(" " + floors[k] + "." for k in ("graft", "torch") if floors.get(k)))
     w("")
     w("| figure | tool | work per unit | floor | median | x floor | target | met? |")
