@@ -654,6 +654,13 @@ def main():
         w("stories260K's %s kB of weights stay in cache, so DRAM bandwidth does not bound its decode, and its "
           "matrices (d_model %d) are far too small for sgemm's peak: its ratios to the floors are for the record "
           "only." % (fmt(s["bytes_per_token"] / 1e3, 0), s["C"]))
+    w("")
+    w("Every sample, in round order (each tool's rounds alternate with the others'):")
+    w("")
+    for f in figs.values():
+        if f.samples:
+            tool = {"graft": "graft", "runc": "run.c", "llama": "llama.cpp", "torch": "PyTorch"}[f.key.rsplit(".", 1)[1]]
+            w("- %s, %s, %s: %s" % (f.label, f.unit, tool, ", ".join(fmt(x) for x in f.samples)))
     errs = [e for f in figs.values() for e in f.errors]
     if notes or errs:
         w("")
