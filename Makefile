@@ -5,7 +5,7 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 PREFIX ?= /usr/local
 
-.PHONY: all deps configure test bench demo install fuzz clean
+.PHONY: all deps configure test bench bench-peers demo install fuzz clean
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -21,6 +21,12 @@ test: all
 
 bench: all
 	bash bench/run.sh $(BUILD)
+
+# graft side by side with llama.cpp, llama2.c's run.c and PyTorch, each when present
+# (bench/README.md, "Peers"); PEERS_ARGS="--runs 7 --threads 2" etc.
+PEERS_ARGS ?=
+bench-peers: all
+	python3 bench/peers.py --build $(BUILD) $(PEERS_ARGS)
 
 demo: all
 	bash scripts/demo.sh $(BUILD)
