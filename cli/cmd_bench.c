@@ -15,7 +15,7 @@
 
 static void usage(FILE *out) {
     fputs("usage: graft bench [-m MODEL | --shape NAME] [--runs N] [--threads N] [--prefill T]\n"
-          "                   [--batch B] [--seq T] [--decode N] [--no-step] [--json]\n"
+          "                   [--batch B] [--seq T] [--decode N] [--no-step] [--json] [--dtype D] [--write DIR]\n"
           "Measures, median and best of N runs (default 5):\n"
           "  prefill forward, batch 1 x T tokens (default 256)  -> ms per token\n"
           "  forward + backward with all parameter gradients, B x T (default 4 x 64) -> ms per step\n"
@@ -121,8 +121,9 @@ int cmd_bench(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
-    if (optind < argc || (model && shape) || (write_dir && !shape)) {
-        cli_fail("bench", "give either -m MODEL or --shape NAME (--write needs --shape)");
+    if (optind < argc || (model && shape) || ((write_dir || dtype != GRAFT_F32) && !shape)) {
+        cli_fail("bench", "give either -m MODEL or --shape NAME (--write and --dtype need --shape; a model file is "
+                          "timed in the dtype it is stored in)");
         usage(stderr);
         return 2;
     }
