@@ -72,6 +72,10 @@ size_t graft_wmat_row_bytes(int dtype, size_t n);
 void graft_wmat_to_f32(float *dst, graft_wmat w, size_t rows, size_t cols);
 /* n (a multiple of 32) Q8_0 weights as f32. */
 void graft_q8_0_to_f32(float *dst, const void *src, size_t n);
+/* x (n a multiple of 32) quantised the way Q8_0 stores weights: per block of
+ * 32, d = max|x| / 127 and q = round(x / d). The batch-1 Q8_0 product on a
+ * CPU with AVX-512 VNNI multiplies these with the weights' int8 blocks. */
+void graft_q8_0_quantize(signed char *q, float *d, const float *x, size_t n);
 
 /* graft_linear_forward for a stored matrix (wmat.c): F32 goes to the f32
  * kernels; F16/BF16 are widened on the fly (M == 1: in registers; more rows:
