@@ -58,6 +58,8 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     uint16_t *tmp = malloc(nw * 2);
     make_matrix(tmp, f, nw, bf16);
     memcpy(hs, tmp, nw * 2);
+    float *f32 = malloc(nw * sizeof(float)); /* the widened matrix as an f32 view: the same products */
+    memcpy(f32, f, nw * sizeof(float));
     for (int i = 0; i < M * K; i++) x[i] = frand();
     for (int i = 0; i < N; i++) b[i] = frand();
     for (int i = 0; i < M * N; i++) dy[i] = frand(), y[i] = NAN;
@@ -65,6 +67,8 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     const graft_wmat w = {hs, bf16 ? GRAFT_BF16 : GRAFT_F16, 0};
 
     graft_linear_forward_w(y, x, w, b, M, K, N, layout);
+    float *y32 = malloc((size_t)M * N * sizeof(float));
+    graft_linear_forward_w(y32, x, (graft_wmat){f32, GRAFT_F32, 0}, b, M, K, N, layout);
     for (int i = 0; i < M; i++) memcpy(yr + (size_t)i * N, b, (size_t)N * sizeof(float));
     if (layout == GRAFT_W_KN)
         graft_gemm_ref(0, 0, M, N, K, 1.0f, x, K, f, N, 1.0f, yr, N);
@@ -73,6 +77,10 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     const double ef = rel_err(y, yr, (size_t)M * N);
     CHECK_MSG(ef < 2e-5, "%s %s %s forward M=%d K=%d N=%d: error %g", isa, bf16 ? "BF16" : "F16",
               layout == GRAFT_W_KN ? "KN" : "NK", M, K, N, ef);
+    const double e32 = rel_err(y32, yr, (size_t)M * N);
+    CHECK_MSG(e32 < 2e-5, "%s F32 %s forward M=%d K=%d N=%d: error %g", isa, layout == GRAFT_W_KN ? "KN" : "NK", M, K,
+              N, e32);
+    free(y32), free(f32);
 
     graft_linear_backward_dx_w(dx, dy, w, M, K, N, layout);
     if (layout == GRAFT_W_KN)
