@@ -58,6 +58,15 @@ graft_status graft_journal_get_meta(graft_journal *j, const char *key, char **va
     return GRAFT_OK;
 }
 
+graft_status graft_journal_lock(graft_journal *j) {
+    j->fault = GRAFT_JOURNAL_OK;
+    return j->ops->lock ? j->ops->lock(j) : GRAFT_OK;
+}
+
+void graft_journal_unlock(graft_journal *j) {
+    if (j->ops->unlock) j->ops->unlock(j);
+}
+
 graft_status graft_journal_head(graft_journal *j, int64_t *head) {
     j->fault = GRAFT_JOURNAL_OK;
     return j->ops->head(j, head);
@@ -339,6 +348,7 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
 /* Put e back to the journal's state after an edit that was applied but could
  * not be journaled. */
 static graft_status take_back(graft_journal *j, graft_editor *e, const graft_blob *ch) {
+    if (e->ops->forget) return e->ops->forget(e, ch->data, ch->len);
     if (!e->ops->reset) return e->ops->revert(e, ch->data, ch->len);
     return rebuild(j, e, j->position);
 }
@@ -398,7 +408,10 @@ graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_to
     if (st != GRAFT_OK && ch.data) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", graft_last_error());
-        if (take_back(j, e, &ch) != GRAFT_OK)
+        int fault = j->fault; /* why the row was refused, for the caller (take_back reads the journal) */
+        graft_status tb = take_back(j, e, &ch);
+        if (j->fault == GRAFT_JOURNAL_OK) j->fault = fault;
+        if (tb != GRAFT_OK)
             graft_fail(st, "%s; and the edit could not be taken back out of the model (%s): reopen the run folder", msg,
                        graft_last_error());
         else

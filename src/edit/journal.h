@@ -68,6 +68,14 @@ graft_status graft_journal_get_meta(graft_journal *j, const char *key, char **va
  * handle read or wrote. */
 graft_status graft_journal_append(graft_journal *j, graft_journal_entry *e);
 
+/* Hold the journal's write lock, shared by every process on a PostgreSQL
+ * journal (an advisory lock, released if the connection is lost; SQLite: no
+ * lock needed, one writer per folder). A replica takes it around catch-up +
+ * edit + append, so that no other replica takes the position in between and
+ * the edit's work is not thrown away. */
+graft_status graft_journal_lock(graft_journal *j);
+void graft_journal_unlock(graft_journal *j);
+
 /* Why the last call failed, where it matters to a caller that can retry. */
 enum { GRAFT_JOURNAL_OK = 0, GRAFT_JOURNAL_CONFLICT = 1, GRAFT_JOURNAL_DOWN = 2 };
 int graft_journal_fault(const graft_journal *j);

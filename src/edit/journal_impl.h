@@ -32,6 +32,9 @@ typedef struct graft_journal_ops {
     graft_status (*head)(graft_journal *j, int64_t *id); /* the largest id (0: empty) */
     /* the whole journal into folder dir, when this back end has a faster way (else NULL) */
     graft_status (*copy_to_dir)(graft_journal *j, const char *dir);
+    /* one writer at a time across every process sharing the journal (NULL: none needed) */
+    graft_status (*lock)(graft_journal *j);
+    void (*unlock)(graft_journal *j);
 } graft_journal_ops;
 
 struct graft_journal {

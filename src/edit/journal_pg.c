@@ -295,8 +295,25 @@ static graft_status pg_head(graft_journal *j, int64_t *id) {
     return GRAFT_OK;
 }
 
-static const graft_journal_ops pg_ops = {"postgresql", pg_close, pg_set_meta, pg_get_meta, pg_meta_each,
-                                         pg_put,       pg_each,  pg_head,     NULL};
+static graft_status pg_lock(graft_journal *j) {
+    const char *v[1] = {PG(j)->name};
+    graft_status st;
+    PGresult *r = run(j, "taking the journal's write lock", PGRES_TUPLES_OK,
+                      "SELECT pg_advisory_lock(hashtext('graft_journal ' || $1))", 1, v, NULL, NULL, &st);
+    PQclear(r);
+    return st;
+}
+
+static void pg_unlock(graft_journal *j) {
+    /* a lost connection released it already */
+    if (!PG(j)->conn || PQstatus(PG(j)->conn) != CONNECTION_OK) return;
+    const char *v[1] = {PG(j)->name};
+    PQclear(PQexecParams(PG(j)->conn, "SELECT pg_advisory_unlock(hashtext('graft_journal ' || $1))", 1, NULL, v, NULL,
+                         NULL, 0));
+}
+
+static const graft_journal_ops pg_ops = {"postgresql", pg_close, pg_set_meta, pg_get_meta, pg_meta_each, pg_put,
+                                         pg_each,      pg_head,  NULL,        pg_lock,     pg_unlock};
 
 static const char *pg_schema =
     "CREATE TABLE IF NOT EXISTS graft_meta(journal TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"

@@ -238,8 +238,8 @@ static graft_status sq_copy_to_dir(graft_journal *j, const char *dir) {
     return st;
 }
 
-static const graft_journal_ops sq_ops = {"sqlite",  sq_close, sq_set_meta, sq_get_meta,   sq_meta_each,
-                                         sq_put,    sq_each,  sq_head,     sq_copy_to_dir};
+static const graft_journal_ops sq_ops = {"sqlite", sq_close, sq_set_meta,    sq_get_meta, sq_meta_each, sq_put,
+                                         sq_each,  sq_head,  sq_copy_to_dir, NULL,        NULL};
 
 graft_status graft_journal_sqlite_open(const char *dir, int create, graft_journal **out) {
     *out = NULL;

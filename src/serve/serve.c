@@ -752,11 +752,14 @@ static enum MHD_Result edits_post(graft_server *s, struct MHD_Connection *c, cJS
      * at the next position; taken there by another replica meanwhile: again. */
     graft_status st;
     for (int attempt = 0;; attempt++) {
-        st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
+        st = graft_journal_lock(s->j);
+        if (st == GRAFT_OK) st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
         if (st == GRAFT_OK)
             st = graft_journal_edit_text(s->j, s->e, s->tok, p->valuestring, t->valuestring,
                                          cJSON_IsString(sub) ? sub->valuestring : NULL, "http", &ed);
-        if (st == GRAFT_OK || graft_journal_fault(s->j) != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
+        int fault = graft_journal_fault(s->j);
+        graft_journal_unlock(s->j);
+        if (st == GRAFT_OK || fault != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
     }
     int down = st != GRAFT_OK && graft_journal_fault(s->j) == GRAFT_JOURNAL_DOWN;
     pthread_mutex_unlock(&s->jmu);
@@ -795,9 +798,12 @@ static enum MHD_Result edits_delete(graft_server *s, struct MHD_Connection *c, i
     pthread_mutex_lock(&s->jmu);
     graft_status st;
     for (int attempt = 0;; attempt++) {
-        st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
+        st = graft_journal_lock(s->j);
+        if (st == GRAFT_OK) st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
         if (st == GRAFT_OK) st = graft_journal_undo(s->j, s->e, id);
-        if (st == GRAFT_OK || graft_journal_fault(s->j) != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
+        int fault = graft_journal_fault(s->j);
+        graft_journal_unlock(s->j);
+        if (st == GRAFT_OK || fault != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
     }
     int down = st != GRAFT_OK && graft_journal_fault(s->j) == GRAFT_JOURNAL_DOWN;
     int64_t pos = graft_journal_position(s->j);
