@@ -978,7 +978,7 @@ static enum MHD_Result replication(graft_server *s, struct MHD_Connection *c) {
     char ferr[512];
     snprintf(ferr, sizeof ferr, "%s", s->follow_error);
     pthread_mutex_unlock(&s->jmu);
-    qsort(d, n, sizeof *d, cmp_double);
+    if (n) qsort(d, n, sizeof *d, cmp_double);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "object", "replication");
     cJSON_AddStringToObject(j, "backend", graft_journal_backend(s->j));
