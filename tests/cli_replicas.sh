@@ -92,6 +92,13 @@ else
   bad "could not make a run folder with graft edit: $(ls "$tmp/run" 2>&1)"
 fi
 
+# ---- messages never show a password; GRAFT_JOURNAL names the journal where no --adaptor does
+expect_err "graft:***@" "a URI's password in a message" -- "$GRAFT" edits list --adaptor "postgresql://graft:sekrit@/postgres?host=$pgdir#nope"
+grep -q sekrit "$tmp/err" && bad "the password is in the message: $(cat "$tmp/err")" || ok
+[ "$(GRAFT_JOURNAL="$URI#copy" "$GRAFT" edits list | wc -l)" = 6 ] && ok || bad "GRAFT_JOURNAL=URI graft edits list"
+expect_err "journal unavailable" "a journal whose server is not there" -- \
+  "$GRAFT" edits list --adaptor "postgresql://graft@/postgres?host=$tmp/nowhere#x"
+
 # ---- three replicas; an edit on A is answered by B and C
 rep_start A --method grace || bad "replica A did not start"
 rep_start B || bad "replica B did not start"

@@ -873,12 +873,13 @@ typedef struct {
     graft_eval_item *it;
     int n, cap, live;
     graft_tokenizer *tok;
+    int64_t upto; /* the served position: a replica's journal may hold rows it has not applied yet */
 } live_ctx;
 
 /* The live edits (not undone), for the retention figure. */
 static graft_status live_one(void *user, const graft_journal_entry *en) {
     live_ctx *l = user;
-    if (strcmp(en->kind, "edit") || en->undone) return GRAFT_OK;
+    if (strcmp(en->kind, "edit") || en->undone || en->id > l->upto) return GRAFT_OK;
     l->live++;
     cJSON *req = cJSON_Parse(en->request ? en->request : "{}");
     const cJSON *p = cJSON_GetObjectItem(req, "prompt"), *t = cJSON_GetObjectItem(req, "target");
@@ -918,7 +919,7 @@ static enum MHD_Result stats(graft_server *s, struct MHD_Connection *c) {
     gate_read(s, &pos);
     pthread_mutex_lock(&s->jmu);
     if (s->stats_at != pos && s->j) {
-        live_ctx l = {calloc((size_t)s->o.stats_n + 1, sizeof(graft_eval_item)), 0, s->o.stats_n, 0, s->tok};
+        live_ctx l = {calloc((size_t)s->o.stats_n + 1, sizeof(graft_eval_item)), 0, s->o.stats_n, 0, s->tok, pos};
         st = l.it ? graft_journal_each(s->j, live_one, &l) : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
         double ret = NAN, loc = NAN;
         if (st == GRAFT_OK) st = gen_match(s, l.it, l.n, NULL, &ret);
