@@ -7,7 +7,8 @@
 # codebook bytes; an edit on replica A is answered by B and C; concurrent
 # edits on A and B converge to byte-identical codebooks on all three; an undo
 # on one reaches all; SIGKILL of A in the middle of a stream of edits loses no
-# acknowledged edit, B goes on, and A restarted catches up; with PostgreSQL
+# acknowledged edit, B goes on, and A restarted catches up (and MELO and ROME
+# fleets converge too, undo included); with PostgreSQL
 # stopped completions go on, edits get 503 naming the cause, and they resume
 # when it returns; a journal of another model and a row of a newer format are
 # refused with messages that say so.
@@ -49,7 +50,7 @@ sql() { "$PSQL" -X -q -t -A "$URI" -c "$1"; }
 declare -A rpid rport
 rep_start() {
   local n=$1; shift
-  "$GRAFT" serve -m "$BIN" --port 0 --threads 1 --allow-unauthenticated-edits --journal "$URI" --replica-of fleet "$@" \
+  "$GRAFT" serve -m "$BIN" --port 0 --threads 1 --allow-unauthenticated-edits --journal "$URI" --replica-of "${FLEET:-fleet}" "$@" \
     >"$tmp/$n.log" 2>&1 &
   rpid[$n]=$!
   rport[$n]=
@@ -193,4 +194,23 @@ curl -s "$(u B)/v1/replication" | jq -r .follow_error | grep -q "newer graft" &&
 grep -q "written by a newer graft" "$tmp/B.log" && ok || bad "B's log does not say why it stopped following"
 
 for n in A B C; do rep_kill $n; done
+
+# ---- the editors that undo by reset + replay (MELO) and the weight editors (ROME) converge too
+for meth in melo rome; do
+  FLEET=$meth rep_start M1 --method $meth || bad "$meth replica 1 did not start"
+  FLEET=$meth rep_start M2 || bad "$meth replica 2 did not start"
+  rm -f "$tmp/codes.M1" "$tmp/codes.M2"
+  for side in M1 M2; do
+    ( for i in 1 2 3; do echo "$(edit $side "$side kid $i wanted a toy, so mom gave them a" "${things[$i]}")" >>"$tmp/codes.$side"; done ) &
+  done
+  wait $(jobs -p | grep -v -E "^(${rpid[M1]}|${rpid[M2]})$") 2>/dev/null
+  [ "$(sort -u "$tmp/codes.M1" "$tmp/codes.M2")" = 200 ] && ok || bad "$meth concurrent edits: $(cat "$tmp/codes.M1" "$tmp/codes.M2" | tr '\n' ' ')"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$(u M2)/v1/edits/2")" = 200 ] && ok || bad "$meth undo on M2"
+  wait_pos M1 7 && wait_pos M2 7 || bad "$meth replicas did not reach 7"
+  state M1 "$tmp/$meth.1"; state M2 "$tmp/$meth.2"
+  "$GRAFT" edits export "$tmp/$meth.replay" --adaptor "$URI#$meth" -m "$BIN" >/dev/null 2>&1
+  [ -s "$tmp/$meth.1" ] && cmp -s "$tmp/$meth.1" "$tmp/$meth.2" && cmp -s "$tmp/$meth.1" "$tmp/$meth.replay" && ok ||
+    bad "$meth replicas differ from each other or from the journal's replay"
+  rep_kill M1; rep_kill M2
+done
 cli_end replicas
