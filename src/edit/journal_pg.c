@@ -71,9 +71,12 @@ static const char *pq_msg(PGconn *c, char *buf, size_t cap) {
 }
 
 static PGconn *connect_to(const char *conninfo) {
-    /* a default connect timeout (the URI's own wins: later keywords override) */
-    const char *keys[] = {"connect_timeout", "dbname", NULL};
-    const char *vals[] = {"5", conninfo, NULL};
+    /* a default connect timeout, and a lock timeout so that a replica that
+     * stops (SIGSTOP, a hung machine) while holding the write lock cannot
+     * hold every other replica's edits forever (the URI's own options win:
+     * later keywords override) */
+    const char *keys[] = {"connect_timeout", "options", "dbname", NULL};
+    const char *vals[] = {"5", "-c lock_timeout=10s", conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c) PQsetNoticeProcessor(c, quiet_notice, NULL);
     return c;
@@ -109,7 +112,11 @@ static PGresult *run(graft_journal *j, const char *what, ExecStatusType want, co
         j->fault = GRAFT_JOURNAL_DOWN;
         *st = graft_fail(GRAFT_ERR_IO, "%s: journal unavailable: %s: lost the connection to PostgreSQL: %s", j->path,
                          what, pq_msg(c, m, sizeof m));
-    } else if (state && !strcmp(state, "23505")) {
+    } else if (state && !strcmp(state, "55P03")) {
+        j->fault = GRAFT_JOURNAL_DOWN;
+        *st = graft_fail(GRAFT_ERR_IO, "%s: journal unavailable: %s: the journal's write lock stayed taken past "
+                         "lock_timeout (another replica holding it is stuck?): %s", j->path, what, pq_msg(c, m, sizeof m));
+        } else if (state && !strcmp(state, "23505")) {
         j->fault = GRAFT_JOURNAL_CONFLICT;
         *st = graft_fail(GRAFT_ERR_INVALID, "%s: %s: another replica took journal row %lld first (catch up and retry)",
                          j->path, what, (long long)j->position + 1);
