@@ -53,6 +53,8 @@ typedef graft_status (*graft_journal_fn)(void *user, const graft_journal_entry *
 graft_status graft_journal_open(const char *dir, int create, graft_journal **out);
 /* dir names a PostgreSQL journal (postgresql:// or postgres://). */
 int graft_journal_is_uri(const char *dir);
+/* The URI with its password (user:PASSWORD@, password=...) shown as ***; malloc'ed, NULL out of memory. */
+char *graft_journal_redact(const char *uri);
 void graft_journal_close(graft_journal *j);
 const char *graft_journal_path(const graft_journal *j);
 

@@ -39,7 +39,7 @@ static void quiet_notice(void *arg, const char *msg) { (void)arg, (void)msg; }
 
 /* The URI as messages show it: a password (user:PASSWORD@ or password=) is
  * replaced by "***". Malloc'ed. */
-static char *redact(const char *uri) {
+char *graft_journal_redact(const char *uri) {
     size_t n = strlen(uri);
     char *o = malloc(n + 8);
     if (!o) return NULL;
@@ -393,7 +393,7 @@ graft_status graft_journal_pg_open(const char *uri, int create, graft_journal **
     const char *hash = strchr(uri, '#');
     p->conninfo = hash ? strndup(uri, (size_t)(hash - uri)) : strdup(uri);
     p->name = strdup(hash && hash[1] ? hash + 1 : "default");
-    j->path = redact(uri);
+    j->path = graft_journal_redact(uri);
     if (!p->conninfo || !p->name || !j->path) {
         graft_journal_close(j);
         return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
