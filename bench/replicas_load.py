@@ -19,8 +19,12 @@ write lock, so this is the most edits/s the whole fleet takes). A third the
 journal's own: the whole journal copied row by row into a new name (`graft
 edits import`, one committed INSERT per row, as an append is).
 
+With --kill, replica 1 is killed with SIGKILL a third of the way into the mix
+and restarted 3 s later (it replays the journal and catches up); nothing it
+acknowledged may be lost and all must still converge.
+
 Usage: python3 bench/replicas_load.py [--graft build/graft] [-m tests/data/stories260K.bin]
-       [--replicas 3] [--clients 32] [--seconds 30] [--ceiling-seconds 15] [--json OUT]
+       [--replicas 3] [--clients 32] [--seconds 30] [--ceiling-seconds 15] [--kill] [--json OUT]
 Exit 0 when there were no errors, no acknowledged edit was lost and the
 replicas converged.
 """
@@ -83,12 +87,16 @@ class Cluster:
 
 class Replica:
     def __init__(self, graft, model, uri, name, first, log):
-        args = [graft, "serve", "-m", model, "--port", "0", "--threads", "1", "--quiet", "--max-active", "64",
-                "--allow-unauthenticated-edits", "--journal", uri, "--replica-of", name]
-        if first:
-            args += ["--method", "grace"]
-        self.log = open(log, "w+")
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.args = [graft, "serve", "-m", model, "--port", "0", "--threads", "1", "--quiet", "--max-active", "64",
+                     "--allow-unauthenticated-edits", "--journal", uri, "--replica-of", name]
+        self.log_path = log
+        self.down = False
+        self.up_at = 0.0  # requests sent before this (while it was down or restarting) may be refused
+        self.start(["--method", "grace"] if first else [])
+
+    def start(self, extra=()):
+        self.log = open(self.log_path, "w+")
+        self.p = subprocess.Popen(self.args + list(extra), stdout=self.log, stderr=subprocess.STDOUT)
         self.port = None
         for _ in range(300):
             self.log.seek(0)
@@ -122,9 +130,9 @@ NAMES = ["Ann", "Bob", "Cat", "Dan", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "
 THINGS = ["kite", "drum", "boat", "hat", "cup", "sock", "bell", "frog", "star", "cake", "ring", "leaf"]
 
 
-def run_phase(reps, clients, seconds, edit_share, max_tokens, tag):
+def run_phase(reps, clients, seconds, edit_share, max_tokens, tag, kill_at=None):
     lat = {"completion": [], "edit": []}
-    errors, acked = [], []
+    errors, acked, refused = [], [], [0]
     lock = threading.Lock()
     stop = time.time() + seconds
     counter = [0]
@@ -152,7 +160,10 @@ def run_phase(reps, clients, seconds, edit_share, max_tokens, tag):
                 st, data, hdr = 0, str(e).encode(), {}
             dt = (time.time() - t0) * 1e3
             with lock:
-                if st != 200:
+                if st == 0 and (r.down or t0 < r.up_at):
+                    refused[0] += 1  # the replica is down (killed on purpose): its clients are refused
+                    time.sleep(0.05)
+                elif st != 200:
                     errors.append((path, st, data[:200]))
                 else:
                     lat["edit" if edit else "completion"].append(dt)
@@ -163,10 +174,21 @@ def run_phase(reps, clients, seconds, edit_share, max_tokens, tag):
     th = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in th:
         t.start()
+    if kill_at is not None:
+        # SIGKILL replica 1 under load, restart it 3 s later: it replays the journal and catches up
+        time.sleep(kill_at)
+        victim = reps[1]
+        victim.down = True
+        victim.p.kill()
+        victim.p.wait()
+        time.sleep(3)
+        victim.start()
+        victim.up_at = time.time()
+        victim.down = False
     for t in th:
         t.join()
     wall = time.time() - t0
-    return lat, errors, acked, wall
+    return lat, errors, acked, wall, refused[0]
 
 
 def converge(reps, cl, name, timeout=30):
@@ -192,6 +214,9 @@ def main():
     ap.add_argument("--edit-share", type=float, default=1 / 11)
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--no-fsync", action="store_true", help="the cluster without fsync (default: PostgreSQL's fsync=on)")
+    ap.add_argument("--kill", action="store_true",
+                    help="SIGKILL replica 1 a third into the mix and restart it 3 s later (its clients' refused "
+                         "connections meanwhile are counted apart, not as errors)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if not (PGBIN / "initdb").exists():
@@ -207,7 +232,8 @@ def main():
         for i in range(a.replicas):
             reps.append(Replica(a.graft, a.model, cl.uri, name, i == 0, tmp / f"r{i}.log"))
         # phase 1: the mix
-        lat, errors, acked, wall = run_phase(reps, a.clients, a.seconds, a.edit_share, a.max_tokens, "m")
+        lat, errors, acked, wall, refused = run_phase(reps, a.clients, a.seconds, a.edit_share, a.max_tokens, "m",
+                                                      a.seconds / 3 if a.kill else None)
         head, pos, same = converge(reps, cl, name)
         ids = {int(x) for x in cl.sql(f"SELECT id FROM graft_edits WHERE journal = '{name}' AND kind = 'edit'").split()}
         lost = [i for i in acked if i not in ids]
@@ -219,7 +245,8 @@ def main():
             "completions": len(lat["completion"]), "edits": len(lat["edit"]),
             "completion_p50_ms": round(pct(lat["completion"], 50), 1), "completion_p99_ms": round(pct(lat["completion"], 99), 1),
             "edit_p50_ms": round(pct(lat["edit"], 50), 1), "edit_p99_ms": round(pct(lat["edit"], 99), 1),
-            "errors": len(errors), "lost_edits": len(lost), "journal_head": head, "positions": pos, "converged": same,
+            "errors": len(errors), "lost_edits": len(lost), "replica_killed": a.kill,
+            "refused_while_killed": refused, "journal_head": head, "positions": pos, "converged": same,
             "replication_delay_ms": [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in d.items()} for d in delays],
         }
         if errors:
@@ -227,7 +254,7 @@ def main():
         ok = ok and not errors and not lost and same
         # phase 2: edits only, the fleet's ceiling
         if a.ceiling_seconds > 0:
-            lat2, errors2, acked2, wall2 = run_phase(reps, a.clients, a.ceiling_seconds, 1.0, a.max_tokens, "c")
+            lat2, errors2, acked2, wall2, _ = run_phase(reps, a.clients, a.ceiling_seconds, 1.0, a.max_tokens, "c")
             head2, pos2, same2 = converge(reps, cl, name)
             out["ceiling"] = {
                 "seconds": round(wall2, 1), "edits": len(lat2["edit"]), "edits_per_s": round(len(lat2["edit"]) / wall2, 1),
