@@ -1,6 +1,7 @@
 /* cmd_edit.c - graft edit: stream edit requests into a model, journaling
  * every edit and measuring ES / ERR / TRR / generalisation as it goes. */
 #include "cli.h"
+#include "edit/journal.h"
 #include "edit/stream.h"
 #include "core/json_util.h"
 
@@ -281,6 +282,12 @@ int cmd_edit(int argc, char **argv) {
         cli_fail("edit", optind < argc ? "unexpected argument '%s'" : "--data and --out are required%s",
                  optind < argc ? argv[optind] : "");
         usage(stderr);
+        goto out;
+    }
+    if (graft_journal_is_uri(o.out_dir)) {
+        /* a run writes results and plots beside its journal: it needs a folder */
+        cli_fail("edit", "--out is a run folder (journal, results, plots), not a PostgreSQL URI; copy the run's "
+                         "journal there afterwards with graft edits import RUN_DIR --adaptor URI");
         goto out;
     }
     char *opts_json = cJSON_PrintUnformatted(eo);

@@ -16,7 +16,12 @@ static void usage(FILE *out) {
           "       graft edits show ID         --adaptor DIR [-m MODEL]\n"
           "       graft edits undo ID         --adaptor DIR [-m MODEL]\n"
           "       graft edits export FILE     --adaptor DIR [-m MODEL]   (the codebook as safetensors)\n"
-          "DIR is a run folder of `graft edit` (its journal.sqlite). undo reverts one edit (GRACE: its new\n"
+          "       graft edits import SRC      --adaptor DEST             (copy a whole journal)\n"
+          "DIR is a run folder of `graft edit` (its journal.sqlite), or a PostgreSQL journal shared by\n"
+          "replicas: postgresql://[user@]host[:port]/db[?...][#NAME] (--journal URI is --adaptor URI;\n"
+          "GRAFT_JOURNAL gives it when neither is given). import copies SRC's journal (a folder or a\n"
+          "URI) into DEST (a new folder or an empty journal name), settings and rows with their ids:\n"
+          "replaying either gives the same editor state bit for bit. undo reverts one edit (GRACE: its new\n"
           "keys are dropped and the radii it split restored) and records the undo in the journal.\n"
           "For ROME / MEMIT / EMMET, list shows each edit's |dW| (Frobenius norm of its update, all\n"
           "layers) and |W-W0| after it; --svg FILE plots both against the edit index (a disabling edit\n"
@@ -79,7 +84,8 @@ static graft_status list_row(void *user, const graft_journal_entry *e) {
 }
 
 int cmd_edits(int argc, char **argv) {
-    static const struct option opts[] = {{"adaptor", required_argument, 0, 'a'}, {"model", required_argument, 0, 'm'},
+    static const struct option opts[] = {{"adaptor", required_argument, 0, 'a'}, {"journal", required_argument, 0, 'a'},
+                                         {"model", required_argument, 0, 'm'},
                                          {"svg", required_argument, 0, 's'},     {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *dir = NULL, *model = NULL, *svg = NULL;
@@ -93,12 +99,15 @@ int cmd_edits(int argc, char **argv) {
         default: usage(stderr); return 2;
         }
     }
+    if (!dir && getenv("GRAFT_JOURNAL") && *getenv("GRAFT_JOURNAL")) dir = getenv("GRAFT_JOURNAL");
     const char *verb = optind < argc ? argv[optind] : NULL;
     const char *arg = optind + 1 < argc ? argv[optind + 1] : NULL;
-    int need_arg = verb && (!strcmp(verb, "show") || !strcmp(verb, "undo") || !strcmp(verb, "export"));
+    int need_arg = verb && (!strcmp(verb, "show") || !strcmp(verb, "undo") || !strcmp(verb, "export") ||
+                            !strcmp(verb, "import"));
     if (!verb || !dir || (need_arg && !arg) || (!need_arg && arg) ||
-        (strcmp(verb, "list") && strcmp(verb, "show") && strcmp(verb, "undo") && strcmp(verb, "export"))) {
-        cli_fail("edits", "give list, show ID, undo ID or export FILE, and --adaptor DIR");
+        (strcmp(verb, "list") && strcmp(verb, "show") && strcmp(verb, "undo") && strcmp(verb, "export") &&
+         strcmp(verb, "import"))) {
+        cli_fail("edits", "give list, show ID, undo ID, export FILE or import SRC, and --adaptor DIR");
         usage(stderr);
         return 2;
     }
@@ -106,6 +115,16 @@ int cmd_edits(int argc, char **argv) {
     if ((!strcmp(verb, "show") || !strcmp(verb, "undo")) && cli_parse_int("edits", verb, arg, 1, 1L << 62, &id)) return 2;
     graft_journal *j = NULL;
     graft_status st;
+    if (!strcmp(verb, "import")) {
+        /* a copy needs no model: settings and rows as they are */
+        if ((st = graft_journal_open(arg, 0, &j)) != GRAFT_OK) return cli_fail_status("edits", st);
+        int64_t n = 0;
+        st = graft_journal_head(j, &n);
+        if (st == GRAFT_OK) st = graft_journal_copy(j, dir);
+        if (st == GRAFT_OK) printf("copied %lld journal rows from %s into %s\n", (long long)n, graft_journal_path(j), dir);
+        graft_journal_close(j);
+        return st == GRAFT_OK ? 0 : cli_fail_status("edits", st);
+    }
     if (!strcmp(verb, "list") || !strcmp(verb, "show")) {
         /* reading needs no model */
         if ((st = graft_journal_open(dir, 0, &j)) != GRAFT_OK) return cli_fail_status("edits", st);

@@ -102,14 +102,19 @@ int cmd_export(int argc, char **argv) {
     st = graft_adaptor_open(m, dir, &e, NULL);
     if (st != GRAFT_OK)
         cli_fail_status("export", st);
-    else if (e->ops->attach)
+    else if (e->ops->attach) {
         /* an activation editor (GRACE, MELO: MELO resets too, so `reset` does
-         * not tell them apart): its state is not a weight delta */
+         * not tell them apart): its state is not a weight delta. (A
+         * PostgreSQL URI is shown without its password.) */
+        char *shown = graft_journal_is_uri(dir) ? graft_journal_redact(dir) : NULL;
+        const char *d = shown ? shown : dir;
         cli_fail("export",
                  "%s holds %s edits, which act on activations through hooks (a codebook, or LoRA blocks chosen "
                  "per input) and cannot be merged into the weights; serve them with --adaptor %s (graft "
                  "generate/score/serve), or save their state with `graft edits export FILE --adaptor %s`",
-                 dir, e->ops->name, dir, dir);
+                 d, e->ops->name, d, d);
+        free(shown);
+    }
     else if (out && ((st = graft_model_save_hf(m, out, dt)) != GRAFT_OK ||
                      (st = graft_export_provenance(out, model, dir, e, e->n_edits, dt)) != GRAFT_OK))
         cli_fail_status("export", st);

@@ -3,7 +3,8 @@
 # Run by `make` before the first configure; safe to run again.
 set -eu
 pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libutf8proc-dev
-      libsqlite3-dev libmicrohttpd-dev sqlite3 jq curl
+      libsqlite3-dev libpq-dev libmicrohttpd-dev sqlite3 jq curl
+      postgresql
       python3 python3-pytest)
 # the real-browser test of graft serve's page (tests/browser_serve.py) skips
 # without these; GRAFT_BROWSER_TESTS=1 installs them (about 300 MB)

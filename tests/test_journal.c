@@ -1,8 +1,12 @@
 /* test_journal.c - the SQLite edit journal: durable append, replay into a
  * fresh editor (bit-identical codebook), undo rows, recovery after a process
- * killed with SIGKILL mid-stream, and a corrupt journal file. */
+ * killed with SIGKILL mid-stream, an edit taken back that never reached the
+ * journal, a second writer followed by catch-up, a row of a newer format, and
+ * a corrupt journal file. (The PostgreSQL back end: tests/cli_replicas.sh.) */
 #include "edit/journal.h"
 #include "test.h"
+
+#include <sqlite3.h>
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -150,6 +154,60 @@ int main(void) {
     graft_journal_close(j);
     e->ops->free(e);
     un->ops->free(un);
+
+    {
+        /* an edit applied but never journaled (the write failed, or a replica
+         * took its position) is taken back bit for bit: the next edit's record
+         * then replays onto the journal's own state */
+        char fd[] = "/tmp/graft_journalXXXXXX";
+        CHECK(mkdtemp(fd) != NULL);
+        graft_journal *fj = NULL;
+        CHECK_OK(graft_journal_open(fd, 1, &fj));
+        graft_editor *a = new_editor(), *b = new_editor();
+        run_stream(a, fj, 0, 3);
+        int p[5], t[2];
+        graft_edit_tok r;
+        request(3, p, t, &r);
+        graft_edit_info info;
+        graft_blob ch = {0};
+        CHECK_OK(a->ops->apply(a, &r, &info, &ch));
+        CHECK(a->ops->forget != NULL);
+        CHECK_OK(a->ops->forget(a, ch.data, ch.len));
+        graft_blob_free(&ch);
+        run_stream(a, fj, 4, 6);
+        CHECK_OK(graft_journal_replay(fj, b, NULL, NULL));
+        CHECK(same_codebook(a, b) && a->n_edits == b->n_edits);
+        CHECK(graft_journal_position(fj) == 5);
+
+        /* a second writer on the same journal; the first follows by catch-up */
+        graft_journal *fj2 = NULL;
+        CHECK_OK(graft_journal_open(fd, 0, &fj2));
+        graft_editor *c2 = new_editor();
+        CHECK_OK(graft_journal_replay(fj2, c2, NULL, NULL));
+        run_stream(c2, fj2, 6, 9);
+        int64_t head = 0, n_caught = 0;
+        CHECK_OK(graft_journal_head(fj, &head));
+        CHECK(head == 8 && graft_journal_position(fj) == 5);
+        CHECK_OK(graft_journal_catch_up(fj, b, NULL, NULL, &n_caught));
+        CHECK(n_caught == 3 && graft_journal_position(fj) == 8 && same_codebook(b, c2));
+        CHECK(!strcmp(graft_journal_backend(fj), "sqlite"));
+        graft_journal_close(fj2);
+
+        /* a row written by a newer graft is refused, naming the row */
+        char *fp = graft_path_join(fd, "journal.sqlite");
+        sqlite3 *db = NULL;
+        CHECK(sqlite3_open(fp, &db) == SQLITE_OK);
+        CHECK(sqlite3_exec(db, "UPDATE edits SET format = 2 WHERE id = 7", NULL, NULL, NULL) == SQLITE_OK);
+        sqlite3_close(db);
+        graft_editor *d = new_editor();
+        CHECK_FAILS(graft_journal_replay(fj, d, NULL, NULL), GRAFT_ERR_UNSUPPORTED, "row 7 was written by a newer graft");
+        free(fp);
+        graft_journal_close(fj);
+        a->ops->free(a), b->ops->free(b), c2->ops->free(c2), d->ops->free(d);
+        char rm[128];
+        snprintf(rm, sizeof rm, "rm -rf %s", fd);
+        if (system(rm) != 0) fprintf(stderr, "cleanup failed\n");
+    }
 
     /* a corrupt journal file is an error naming the file */
     char bad[] = "/tmp/graft_journalXXXXXX";

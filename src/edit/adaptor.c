@@ -46,7 +46,17 @@ graft_status graft_adaptor_open(graft_model *m, const char *dir, graft_editor **
 graft_status graft_export_provenance(const char *out_dir, const char *base_model, const char *adaptor, graft_editor *e,
                                      int64_t live_edits, graft_dtype dt) {
     char *opts = NULL;
-    GRAFT_TRY(graft_editor_opts_json(e, &opts));
+    /* a PostgreSQL journal's URI is recorded without its password */
+    char *shown = graft_journal_is_uri(adaptor) ? graft_journal_redact(adaptor) : NULL;
+    if (graft_journal_is_uri(adaptor)) {
+        if (!shown) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        adaptor = shown;
+    }
+    graft_status ost = graft_editor_opts_json(e, &opts);
+    if (ost != GRAFT_OK) {
+        free(shown);
+        return ost;
+    }
     cJSON *j = cJSON_CreateObject();
     /* every member or none: a failed add (out of memory) must not write a
      * file that silently lacks it */
@@ -59,6 +69,7 @@ graft_status graft_export_provenance(const char *out_dir, const char *base_model
     char *text = ok ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
     free(opts);
+    free(shown);
     char *path = graft_path_join(out_dir, "graft_export.json");
     graft_status st = text && path ? graft_write_file_atomic(path, text, strlen(text))
                                    : graft_fail(GRAFT_ERR_NOMEM, "out of memory");

@@ -88,6 +88,11 @@ typedef struct graft_editor_ops {
      * EMMET); NULL for editors that edit one request at a time. */
     graft_status (*apply_batch)(graft_editor *e, const graft_edit_tok *reqs, int n, graft_edit_info *info,
                                 graft_blob *change);
+    /* Take back an apply whose change record never reached the journal (the
+     * write failed, or a replica took its journal position first), leaving the
+     * state bit for bit as it was before the apply, as replay of the journal
+     * would build it. NULL: revert (or reset + replay) already does that. */
+    graft_status (*forget)(graft_editor *e, const uint8_t *change, size_t len);
 } graft_editor_ops;
 
 struct graft_editor {

@@ -333,8 +333,11 @@ static graft_status write_change(const grace *g, snapshot *snaps, int n, graft_b
     return GRAFT_OK;
 }
 
-/* Walk a change record; apply the new state (replay) or the old one (revert). */
+/* Walk a change record; apply the new state (replay) or the old one (revert;
+ * revert == 2: forget, an apply that was never journaled: its new rows are
+ * dropped rather than marked deleted, since no later record names them). */
 static graft_status apply_change(grace *g, const uint8_t *data, size_t len, int revert) {
+    int first_new = g->n;
     graft_blob_reader rd = {data, len, 0, "GRACE change record"};
     uint32_t hdr[3];
     GRAFT_TRY(graft_blob_get(&rd, hdr, sizeof hdr));
@@ -383,6 +386,8 @@ static graft_status apply_change(grace *g, const uint8_t *data, size_t len, int 
         } else {
             if (row < 0 || row >= g->n) {
                 st = graft_fail(GRAFT_ERR_FORMAT, "GRACE undo: row %d of %d", row, g->n);
+            } else if (is_new && revert == 2) {
+                if (row < first_new) first_new = row;
             } else if (is_new) {
                 g->rows[row].deleted = 1; /* rows keep their index: later records name them */
             } else {
@@ -394,6 +399,11 @@ static graft_status apply_change(grace *g, const uint8_t *data, size_t len, int 
     }
     if (st == GRAFT_OK && rd.at != rd.len)
         st = graft_fail(GRAFT_ERR_FORMAT, "GRACE change record: %zu trailing bytes", rd.len - rd.at);
+    /* an apply appends its new rows at the end: forgetting it drops them */
+    if (st == GRAFT_OK && revert == 2) {
+        for (int i = first_new; i < g->n; i++) free(g->rows[i].label);
+        g->n = first_new;
+    }
     free(key), free(val), free(okey), free(oval), free(label);
     return st;
 }
@@ -405,6 +415,13 @@ static graft_status grace_replay(graft_editor *e, const uint8_t *d, size_t n) {
 }
 
 static graft_status grace_revert(graft_editor *e, const uint8_t *d, size_t n) { return apply_change((grace *)e, d, n, 1); }
+
+/* the apply counted itself in n_edits (which seeds a cold value): so does the forget */
+static graft_status grace_forget(graft_editor *e, const uint8_t *d, size_t n) {
+    GRAFT_TRY(apply_change((grace *)e, d, n, 2));
+    e->n_edits--;
+    return GRAFT_OK;
+}
 
 /* ---------------------------------------------------------------- editing */
 
@@ -735,6 +752,7 @@ static const graft_editor_ops grace_ops = {
     .apply = grace_apply,
     .replay = grace_replay,
     .revert = grace_revert,
+    .forget = grace_forget,
     .reset = NULL, /* rows are index-addressed: undo reverts in place instead */
     .attach = grace_attach,
     .detach = grace_detach,

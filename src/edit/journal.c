@@ -1,148 +1,75 @@
-/* journal.c - the SQLite edit log. See journal.h for the contract. */
-#include "journal.h"
+/* journal.c - the edit journal's shared half: opening the right back end,
+ * the row checks, replay, catch-up, undo and copying between back ends. The
+ * back ends store rows (journal_sqlite.c, journal_pg.c; journal_impl.h). See
+ * journal.h for the contract. */
+#include "journal_impl.h"
 #include "eval.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
-struct graft_journal {
-    sqlite3 *db;
-    char *path;
-};
-
-/* SQLite's message, and the operating system's when one caused it: "database
- * or disk is full" alone does not say whether the disk is full, and "attempt
- * to write a readonly database" does not say the folder is read-only. */
-static void os_cause(graft_journal *j, char *buf, size_t cap) {
-    int e = j->db ? sqlite3_system_errno(j->db) : 0;
-    /* SQLite reports a short or refused write as SQLITE_FULL and keeps no errno */
-    if (!e && j->db && sqlite3_errcode(j->db) == SQLITE_FULL) e = ENOSPC;
-    /* and opens a file it may not write read-only, saying later only that the
-     * database is read-only: ask the file system why */
-    if (!e && j->db && sqlite3_errcode(j->db) == SQLITE_READONLY && access(j->path, W_OK) != 0) e = errno;
-    if (e) snprintf(buf, cap, " (%s)", strerror(e));
-    else buf[0] = 0;
+int graft_journal_is_uri(const char *dir) {
+    return dir && (!strncmp(dir, "postgresql://", 13) || !strncmp(dir, "postgres://", 11));
 }
-
-static graft_status db_fail(graft_journal *j, const char *what) {
-    char os[160];
-    os_cause(j, os, sizeof os);
-    return graft_fail(GRAFT_ERR_IO, "%s: %s: %s%s", j->path, what, sqlite3_errmsg(j->db), os);
-}
-
-static graft_status exec(graft_journal *j, const char *sql) {
-    char *err = NULL;
-    if (sqlite3_exec(j->db, sql, NULL, NULL, &err) != SQLITE_OK) {
-        char os[160];
-        os_cause(j, os, sizeof os);
-        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: %s%s", j->path, err ? err : "SQL error", os);
-        sqlite3_free(err);
-        return st;
-    }
-    return GRAFT_OK;
-}
-
-static const char *schema =
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS edits("
-    " id INTEGER PRIMARY KEY,"
-    " seq INTEGER NOT NULL,"
-    " kind TEXT NOT NULL CHECK(kind IN ('edit','undo')),"
-    " undoes INTEGER,"
-    " method TEXT NOT NULL,"
-    " request TEXT NOT NULL,"
-    " action TEXT, iterations INTEGER, loss_first REAL, loss_last REAL, reproduced INTEGER,"
-    " rows_added INTEGER, rows_changed INTEGER, seconds REAL,"
-    " change BLOB NOT NULL,"
-    " created TEXT NOT NULL);";
-/* "Is this edit undone?" is asked for every row that is read: without an
- * index each ask scans the table, and replaying n rows costs n^2 page reads
- * (38 s to restart a server on 2,500 edits before this index, 0.2 s after).
- * Added to older journals when they are opened writable. */
-static const char *undo_index = "CREATE INDEX IF NOT EXISTS edits_undone ON edits(undoes) WHERE kind = 'undo';";
 
 graft_status graft_journal_open(const char *dir, int create, graft_journal **out) {
     *out = NULL;
-    if (create) GRAFT_TRY(graft_mkdir_p(dir));
-    graft_journal *j = calloc(1, sizeof *j);
-    if (!j) return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-    j->path = graft_path_join(dir, "journal.sqlite");
-    if (!j->path) {
-        free(j);
-        return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-    }
-    if (!create && !graft_path_exists(j->path)) {
-        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: no edit journal here (is %s an adaptor or run folder?)", j->path, dir);
-        graft_journal_close(j);
-        return st;
-    }
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-    if (sqlite3_open_v2(j->path, &j->db, flags, NULL) != SQLITE_OK) {
-        graft_status st = db_fail(j, "cannot open");
-        graft_journal_close(j);
-        return st;
-    }
-    sqlite3_busy_timeout(j->db, 5000);
-    /* WAL + FULL: a committed row survives a crash or power loss. */
-    graft_status st = exec(j, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
-    if (st == GRAFT_OK) st = exec(j, schema);
-    if (st == GRAFT_OK && sqlite3_exec(j->db, undo_index, NULL, NULL, NULL) != SQLITE_OK &&
-        sqlite3_errcode(j->db) != SQLITE_READONLY)
-        st = db_fail(j, "indexing undos");
-    if (st != GRAFT_OK) {
-        int rc = sqlite3_errcode(j->db);
-        graft_fail_prefix(st, rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT ? "edit journal (corrupt or not an SQLite file?)"
-                                                                           : "edit journal");
-        graft_journal_close(j);
-        return st;
-    }
-    *out = j;
-    return GRAFT_OK;
+    if (!dir || !*dir) return graft_fail(GRAFT_ERR_INVALID, "journal: no folder or postgresql:// URI given");
+    return graft_journal_is_uri(dir) ? graft_journal_pg_open(dir, create, out) : graft_journal_sqlite_open(dir, create, out);
 }
 
 void graft_journal_close(graft_journal *j) {
     if (!j) return;
-    if (j->db) sqlite3_close(j->db);
+    if (j->ops && j->ops->close) j->ops->close(j);
     free(j->path);
+    free(j->fingerprint);
     free(j);
 }
 
 const char *graft_journal_path(const graft_journal *j) { return j->path; }
+const char *graft_journal_backend(const graft_journal *j) { return j->ops->name; }
+int graft_journal_fault(const graft_journal *j) { return j->fault; }
+int64_t graft_journal_position(const graft_journal *j) { return j->position; }
+
+/* the model identity this handle answers for: append checks it (PostgreSQL) */
+static void keep_fingerprint(graft_journal *j, const char *key, const char *value) {
+    if (strcmp(key, "model_fingerprint") != 0 || !value) return;
+    char *c = strdup(value);
+    if (!c) return;
+    free(j->fingerprint);
+    j->fingerprint = c;
+}
 
 graft_status graft_journal_set_meta(graft_journal *j, const char *key, const char *value) {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(j->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1, &s, NULL) != SQLITE_OK)
-        return db_fail(j, "meta");
-    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(s, 2, value, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? GRAFT_OK : db_fail(j, "writing meta");
+    j->fault = GRAFT_JOURNAL_OK;
+    GRAFT_TRY(j->ops->set_meta(j, key, value));
+    keep_fingerprint(j, key, value);
+    return GRAFT_OK;
 }
 
 graft_status graft_journal_get_meta(graft_journal *j, const char *key, char **value) {
-    *value = NULL;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = ?", -1, &s, NULL) != SQLITE_OK)
-        return db_fail(j, "meta");
-    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-    graft_status st = GRAFT_OK;
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(s, 0);
-        *value = strdup(v ? v : "");
-        if (!*value) st = graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-    } else if (rc != SQLITE_DONE)
-        st = db_fail(j, "reading meta");
-    sqlite3_finalize(s);
-    return st;
+    j->fault = GRAFT_JOURNAL_OK;
+    GRAFT_TRY(j->ops->get_meta(j, key, value));
+    keep_fingerprint(j, key, *value);
+    return GRAFT_OK;
+}
+
+graft_status graft_journal_lock(graft_journal *j) {
+    j->fault = GRAFT_JOURNAL_OK;
+    return j->ops->lock ? j->ops->lock(j) : GRAFT_OK;
+}
+
+void graft_journal_unlock(graft_journal *j) {
+    if (j->ops->unlock) j->ops->unlock(j);
+}
+
+graft_status graft_journal_head(graft_journal *j, int64_t *head) {
+    j->fault = GRAFT_JOURNAL_OK;
+    return j->ops->head(j, head);
 }
 
 static void utc_now(char *buf, size_t n) {
@@ -150,78 +77,29 @@ static void utc_now(char *buf, size_t n) {
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
 }
 
 graft_status graft_journal_append(graft_journal *j, graft_journal_entry *e) {
+    j->fault = GRAFT_JOURNAL_OK;
     utc_now(e->created, sizeof e->created);
-    sqlite3_stmt *s;
-    const char *sql = "INSERT INTO edits(seq, kind, undoes, method, request, action, iterations, loss_first, loss_last,"
-                      " reproduced, rows_added, rows_changed, seconds, change, created)"
-                      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-    if (sqlite3_prepare_v2(j->db, sql, -1, &s, NULL) != SQLITE_OK) return db_fail(j, "append");
-    sqlite3_bind_int64(s, 1, e->seq);
-    sqlite3_bind_text(s, 2, e->kind, -1, SQLITE_STATIC);
-    if (!strcmp(e->kind, "undo"))
-        sqlite3_bind_int64(s, 3, e->undoes);
-    else
-        sqlite3_bind_null(s, 3);
-    sqlite3_bind_text(s, 4, e->method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 5, e->request ? e->request : "{}", -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 6, e->info.action, -1, SQLITE_STATIC);
-    sqlite3_bind_int(s, 7, e->info.iterations);
-    sqlite3_bind_double(s, 8, e->info.loss_first);
-    sqlite3_bind_double(s, 9, e->info.loss_last);
-    sqlite3_bind_int(s, 10, e->info.reproduced);
-    sqlite3_bind_int(s, 11, e->info.rows_added);
-    sqlite3_bind_int(s, 12, e->info.rows_changed);
-    sqlite3_bind_double(s, 13, e->seconds);
-    sqlite3_bind_blob(s, 14, e->change ? (const void *)e->change : (const void *)"", (int)e->change_len, SQLITE_STATIC);
-    sqlite3_bind_text(s, 15, e->created, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s); /* autocommit: durable when this returns */
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) return db_fail(j, "committing an edit");
-    e->id = sqlite3_last_insert_rowid(j->db);
+    e->format = GRAFT_JOURNAL_FORMAT;
+    GRAFT_TRY(j->ops->put(j, e, 0));
+    j->position = e->id;
     return GRAFT_OK;
 }
 
-/* Fill an entry from a row of "SELECT id, seq, kind, undoes, method, request, action, iterations, loss_first,
- * loss_last, reproduced, rows_added, rows_changed, seconds, change, created, undone". Pointers borrow the row. */
-static void read_row(sqlite3_stmt *s, graft_journal_entry *e) {
-    memset(e, 0, sizeof *e);
-    e->id = sqlite3_column_int64(s, 0);
-    e->seq = sqlite3_column_int64(s, 1);
-    e->kind = (const char *)sqlite3_column_text(s, 2);
-    e->undoes = sqlite3_column_int64(s, 3);
-    e->method = (const char *)sqlite3_column_text(s, 4);
-    e->request = (const char *)sqlite3_column_text(s, 5);
-    const char *a = (const char *)sqlite3_column_text(s, 6);
-    snprintf(e->info.action, sizeof e->info.action, "%s", a ? a : "");
-    e->info.iterations = sqlite3_column_int(s, 7);
-    e->info.loss_first = sqlite3_column_double(s, 8);
-    e->info.loss_last = sqlite3_column_double(s, 9);
-    e->info.reproduced = sqlite3_column_int(s, 10);
-    e->info.rows_added = sqlite3_column_int(s, 11);
-    e->info.rows_changed = sqlite3_column_int(s, 12);
-    e->seconds = sqlite3_column_double(s, 13);
-    e->change = sqlite3_column_blob(s, 14);
-    e->change_len = (size_t)sqlite3_column_bytes(s, 14);
-    const char *c = (const char *)sqlite3_column_text(s, 15);
-    snprintf(e->created, sizeof e->created, "%s", c ? c : "");
-    e->undone = sqlite3_column_int(s, 16);
-}
-
-#define SELECT_ROWS                                                                                         \
-    "SELECT id, seq, kind, undoes, method, request, action, iterations, loss_first, loss_last, reproduced," \
-    " rows_added, rows_changed, seconds, change, created,"                                                 \
-    " EXISTS(SELECT 1 FROM edits u WHERE u.kind = 'undo' AND u.undoes = edits.id) FROM edits"
-
-/* A journal may come from elsewhere (an adaptor folder) or be edited by
- * hand, and its tables need not carry graft's NOT NULL and CHECK: a row
- * without kind, method or request, or of another kind, is refused here so
- * that no reader has to check. */
+/* A journal may come from elsewhere (an adaptor folder, another graft) or be
+ * edited by hand, and its tables need not carry graft's NOT NULL and CHECK: a
+ * row without kind, method or request, of another kind, or of a format this
+ * graft does not know, is refused here so that no reader has to check. */
 static graft_status check_row(graft_journal *j, const graft_journal_entry *e) {
+    if (e->format > GRAFT_JOURNAL_FORMAT)
+        return graft_fail(GRAFT_ERR_UNSUPPORTED,
+                          "%s: row %lld was written by a newer graft (row format %d; this graft reads formats up to %d): "
+                          "upgrade graft to read this journal",
+                          j->path, (long long)e->id, e->format, GRAFT_JOURNAL_FORMAT);
     if (!e->kind || (strcmp(e->kind, "edit") && strcmp(e->kind, "undo")))
         return graft_fail(GRAFT_ERR_FORMAT, "%s: row %lld: kind is %s%s%s, not \"edit\" or \"undo\"", j->path,
                           (long long)e->id, e->kind ? "\"" : "", e->kind ? e->kind : "missing", e->kind ? "\"" : "");
@@ -231,53 +109,64 @@ static graft_status check_row(graft_journal *j, const graft_journal_entry *e) {
     return GRAFT_OK;
 }
 
+typedef struct {
+    graft_journal *j;
+    graft_journal_fn fn;
+    void *user;
+} checked_ctx;
+
+static graft_status checked_one(void *user, const graft_journal_entry *e) {
+    checked_ctx *c = user;
+    GRAFT_TRY(check_row(c->j, e));
+    return c->fn(c->user, e);
+}
+
+/* rows after < id <= upto (upto < 0: all), each checked */
+static graft_status each_range(graft_journal *j, int64_t after, int64_t upto, graft_journal_fn fn, void *user) {
+    checked_ctx c = {j, fn, user};
+    j->fault = GRAFT_JOURNAL_OK;
+    return j->ops->each(j, after, upto, upto, checked_one, &c);
+}
+
 graft_status graft_journal_each(graft_journal *j, graft_journal_fn fn, void *user) {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(j->db, SELECT_ROWS " ORDER BY id", -1, &s, NULL) != SQLITE_OK) return db_fail(j, "reading");
-    graft_status st = GRAFT_OK;
-    int rc;
-    while (st == GRAFT_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-        graft_journal_entry e;
-        read_row(s, &e);
-        st = check_row(j, &e);
-        if (st == GRAFT_OK) st = fn(user, &e);
-    }
-    if (st == GRAFT_OK && rc != SQLITE_DONE) st = db_fail(j, "reading");
-    sqlite3_finalize(s);
-    return st;
+    return each_range(j, 0, -1, fn, user);
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
+typedef struct {
+    graft_journal_entry *e;
+    int found;
+} get_ctx;
+
+static graft_status get_one(void *user, const graft_journal_entry *r) {
+    get_ctx *g = user;
+    graft_journal_entry *e = g->e;
+    *e = *r;
+    e->kind = dup_or_null(r->kind);
+    e->method = dup_or_null(r->method);
+    e->request = dup_or_null(r->request);
+    uint8_t *c = malloc(r->change_len ? r->change_len : 1);
+    if (c && r->change_len) memcpy(c, r->change, r->change_len);
+    e->change = c;
+    g->found = 1;
+    if (!e->kind || !e->method || !e->request || !c) {
+        graft_journal_entry_free(e);
+        g->found = 0;
+        return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
+    }
+    return GRAFT_OK;
+}
+
 graft_status graft_journal_get(graft_journal *j, int64_t id, graft_journal_entry *e) {
     memset(e, 0, sizeof *e);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(j->db, SELECT_ROWS " WHERE id = ?", -1, &s, NULL) != SQLITE_OK) return db_fail(j, "reading");
-    sqlite3_bind_int64(s, 1, id);
-    graft_status st = GRAFT_OK;
-    int rc = sqlite3_step(s);
-    graft_journal_entry r;
-    if (rc == SQLITE_ROW) read_row(s, &r);
-    if (rc == SQLITE_ROW && (st = check_row(j, &r)) != GRAFT_OK) {
-        /* a damaged row: st says what */
-    } else if (rc == SQLITE_ROW) {
-        *e = r;
-        e->kind = dup_or_null(r.kind);
-        e->method = dup_or_null(r.method);
-        e->request = dup_or_null(r.request);
-        uint8_t *c = malloc(r.change_len ? r.change_len : 1);
-        if (c && r.change_len) memcpy(c, r.change, r.change_len);
-        e->change = c;
-        if (!e->kind || !e->method || !e->request || !c) {
-            graft_journal_entry_free(e);
-            st = graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-        }
-    } else if (rc == SQLITE_DONE)
-        st = graft_fail(GRAFT_ERR_RANGE, "%s: no edit with id %lld", j->path, (long long)id);
-    else
-        st = db_fail(j, "reading");
-    sqlite3_finalize(s);
-    return st;
+    get_ctx g = {e, 0};
+    checked_ctx c = {j, get_one, &g};
+    j->fault = GRAFT_JOURNAL_OK;
+    /* undone: by any undo row in the journal */
+    GRAFT_TRY(j->ops->each(j, id - 1, id, -1, checked_one, &c));
+    if (!g.found) return graft_fail(GRAFT_ERR_RANGE, "%s: no edit with id %lld", j->path, (long long)id);
+    return GRAFT_OK;
 }
 
 void graft_journal_entry_free(graft_journal_entry *e) {
@@ -288,22 +177,48 @@ void graft_journal_entry_free(graft_journal_entry *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* ---------------------------------------------------------------- copy */
+
+static graft_status copy_meta(void *user, const char *key, const char *value) {
+    return graft_journal_set_meta(user, key, value);
+}
+
+static graft_status copy_row(void *user, const graft_journal_entry *e) {
+    graft_journal *d = user;
+    graft_journal_entry c = *e;
+    GRAFT_TRY(d->ops->put(d, &c, 1));
+    d->position = e->id;
+    return GRAFT_OK;
+}
+
 graft_status graft_journal_copy(graft_journal *j, const char *dir) {
-    GRAFT_TRY(graft_mkdir_p(dir));
-    char *path = graft_path_join(dir, "journal.sqlite");
-    if (!path) return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-    graft_status st = GRAFT_OK;
-    if (graft_path_exists(path))
-        st = graft_fail(GRAFT_ERR_INVALID, "%s already holds an edit journal; choose another folder", dir);
-    /* VACUUM INTO writes one self-contained file from a read transaction:
-     * no WAL to carry along, and no edit half-copied */
-    char *sql = st == GRAFT_OK ? sqlite3_mprintf("VACUUM INTO %Q", path) : NULL;
-    if (st == GRAFT_OK && !sql) st = graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
-    if (st == GRAFT_OK) st = exec(j, sql);
-    sqlite3_free(sql);
-    free(path);
+    int uri = graft_journal_is_uri(dir);
+    if (!uri) {
+        GRAFT_TRY(graft_mkdir_p(dir));
+        char *path = graft_path_join(dir, "journal.sqlite");
+        if (!path) return graft_fail(GRAFT_ERR_NOMEM, "journal: out of memory");
+        int exists = graft_path_exists(path);
+        free(path);
+        if (exists) return graft_fail(GRAFT_ERR_INVALID, "%s already holds an edit journal; choose another folder", dir);
+        if (j->ops->copy_to_dir) return j->ops->copy_to_dir(j, dir);
+    }
+    graft_journal *d = NULL;
+    GRAFT_TRY(graft_journal_open(dir, 1, &d));
+    int64_t head = 0;
+    char *method = NULL;
+    graft_status st = graft_journal_head(d, &head);
+    if (st == GRAFT_OK) st = graft_journal_get_meta(d, "method", &method);
+    if (st == GRAFT_OK && (head > 0 || method))
+        st = graft_fail(GRAFT_ERR_INVALID, "%s already holds an edit journal; choose another%s", graft_journal_path(d),
+                        uri ? " name (URI #NAME)" : " folder");
+    free(method);
+    if (st == GRAFT_OK) st = j->ops->meta_each(j, copy_meta, d);
+    if (st == GRAFT_OK) st = each_range(j, 0, -1, copy_row, d);
+    graft_journal_close(d);
     return st;
 }
+
+/* ---------------------------------------------------------------- replay */
 
 typedef struct {
     graft_journal *j;
@@ -315,6 +230,7 @@ typedef struct {
 static graft_status replay_one(void *user, const graft_journal_entry *en) {
     replay_ctx *c = user;
     if (en->seq > c->last_seq) c->last_seq = en->seq;
+    c->j->position = en->id;
     if (!strcmp(en->kind, "edit")) {
         if (c->skip_undone && en->undone) return GRAFT_OK;
         graft_status st = c->e->ops->replay(c->e, en->change, en->change_len);
@@ -332,12 +248,64 @@ static graft_status replay_one(void *user, const graft_journal_entry *en) {
     return GRAFT_OK;
 }
 
-graft_status graft_journal_replay(graft_journal *j, graft_editor *e, int64_t *n_edits, int64_t *last_seq) {
+/* rows 1..upto (upto < 0: all) into e, which is fresh or just reset */
+static graft_status replay_upto(graft_journal *j, graft_editor *e, int64_t upto, int64_t *n_edits, int64_t *last_seq) {
     replay_ctx c = {j, e, 0, -1, e->ops->reset != NULL};
-    GRAFT_TRY(graft_journal_each(j, replay_one, &c));
+    j->position = 0;
+    GRAFT_TRY(each_range(j, 0, upto, replay_one, &c));
+    if (upto >= 0) j->position = upto;
     if (n_edits) *n_edits = c.live;
     if (last_seq) *last_seq = c.last_seq;
     return GRAFT_OK;
+}
+
+graft_status graft_journal_replay(graft_journal *j, graft_editor *e, int64_t *n_edits, int64_t *last_seq) {
+    return replay_upto(j, e, -1, n_edits, last_seq);
+}
+
+/* Weight editors rebuild from the journal: reset, then the rows up to upto. */
+static graft_status rebuild(graft_journal *j, graft_editor *e, int64_t upto) {
+    GRAFT_TRY(e->ops->reset(e));
+    e->n_edits = 0;
+    return replay_upto(j, e, upto, NULL, NULL);
+}
+
+typedef struct {
+    graft_journal *j;
+    graft_editor *e;
+    int64_t n;
+    graft_journal_fn applied;
+    void *user;
+} catch_ctx;
+
+/* One row taken elsewhere, applied on top of the state before it: the
+ * replica's view of the journal moves one row on. */
+static graft_status catch_one(void *user, const graft_journal_entry *en) {
+    catch_ctx *c = user;
+    graft_status st;
+    if (!strcmp(en->kind, "edit")) {
+        st = c->e->ops->replay(c->e, en->change, en->change_len);
+        if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: edit %lld", c->j->path, (long long)en->id);
+    } else if (c->e->ops->reset) {
+        st = rebuild(c->j, c->e, en->id);
+        if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: undo row %lld", c->j->path, (long long)en->id);
+    } else {
+        graft_journal_entry target;
+        GRAFT_TRY(graft_journal_get(c->j, en->undoes, &target));
+        st = c->e->ops->revert(c->e, target.change, target.change_len);
+        graft_journal_entry_free(&target);
+        if (st != GRAFT_OK) return graft_fail_prefix(st, "%s: undo of edit %lld", c->j->path, (long long)en->undoes);
+    }
+    c->j->position = en->id;
+    c->n++;
+    return c->applied ? c->applied(c->user, en) : GRAFT_OK;
+}
+
+graft_status graft_journal_catch_up(graft_journal *j, graft_editor *e, graft_journal_fn applied, void *user, int64_t *n) {
+    catch_ctx c = {j, e, 0, applied, user};
+    graft_status st = each_range(j, j->position, -1, catch_one, &c);
+    if (n) *n = c.n;
+    return st;
 }
 
 graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
@@ -348,9 +316,11 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
         st = graft_fail(GRAFT_ERR_INVALID, "%s: entry %lld is an undo, not an edit", j->path, (long long)id);
     else if (target.undone)
         st = graft_fail(GRAFT_ERR_INVALID, "%s: edit %lld was already undone", j->path, (long long)id);
+    else if (id > j->position)
+        st = graft_fail(GRAFT_ERR_INVALID, "%s: edit %lld is past this editor's journal position %lld (catch up first)",
+                        j->path, (long long)id, (long long)j->position);
     /* activation editors revert in place; weight editors are rebuilt after the
      * undo row is logged (reset, then replay of the edits still live) */
-    if (st == GRAFT_OK && !e->ops->reset) st = e->ops->revert(e, target.change, target.change_len);
     if (st == GRAFT_OK) {
         char req[64];
         snprintf(req, sizeof req, "{\"undo\": %lld}", (long long)id);
@@ -365,11 +335,10 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
         u.change_len = 0;
         st = graft_journal_append(j, &u);
     }
-    if (st == GRAFT_OK && e->ops->reset) {
-        st = e->ops->reset(e);
-        e->n_edits = 0;
-        if (st == GRAFT_OK) st = graft_journal_replay(j, e, NULL, NULL);
-    }
+    /* logged first, applied after: a refused row (a replica took the id)
+     * leaves e as it was */
+    if (st == GRAFT_OK && !e->ops->reset) st = e->ops->revert(e, target.change, target.change_len);
+    if (st == GRAFT_OK && e->ops->reset) st = rebuild(j, e, j->position);
     graft_journal_entry_free(&target);
     return st;
 }
@@ -379,10 +348,9 @@ graft_status graft_journal_undo(graft_journal *j, graft_editor *e, int64_t id) {
 /* Put e back to the journal's state after an edit that was applied but could
  * not be journaled. */
 static graft_status take_back(graft_journal *j, graft_editor *e, const graft_blob *ch) {
+    if (e->ops->forget) return e->ops->forget(e, ch->data, ch->len);
     if (!e->ops->reset) return e->ops->revert(e, ch->data, ch->len);
-    GRAFT_TRY(e->ops->reset(e));
-    e->n_edits = 0;
-    return graft_journal_replay(j, e, NULL, NULL);
+    return rebuild(j, e, j->position);
 }
 
 graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_tokenizer *tok, const char *prompt,
@@ -440,7 +408,10 @@ graft_status graft_journal_edit_text(graft_journal *j, graft_editor *e, graft_to
     if (st != GRAFT_OK && ch.data) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", graft_last_error());
-        if (take_back(j, e, &ch) != GRAFT_OK)
+        int fault = j->fault; /* why the row was refused, for the caller (take_back reads the journal) */
+        graft_status tb = take_back(j, e, &ch);
+        if (j->fault == GRAFT_JOURNAL_OK) j->fault = fault;
+        if (tb != GRAFT_OK)
             graft_fail(st, "%s; and the edit could not be taken back out of the model (%s): reopen the run folder", msg,
                        graft_last_error());
         else

@@ -1,5 +1,5 @@
 /*
- * journal.h - the durable edit log (SQLite) behind every editor.
+ * journal.h - the durable edit log behind every editor.
  *
  * Every accepted edit is one row, committed (synchronous=FULL, WAL) before
  * graft reports the edit: the request, the edit id, what the editor did and
@@ -7,6 +7,16 @@
  * timestamp. An undo is a row of its own naming the edit it reverts, so the
  * log stays append-only and replaying it in order rebuilds the editor's state
  * after any crash.
+ *
+ * Two back ends keep the same records (journal_impl.h): SQLite, one
+ * journal.sqlite per run folder (the default), and PostgreSQL, one journal
+ * shared by a fleet of `graft serve` replicas (docs/REPLICAS.md), chosen by
+ * giving a URI where a folder is given otherwise:
+ *   postgresql://[user@]host[:port]/db[?options][#NAME]
+ * (postgres:// too; NAME, default "default", names one journal of several in
+ * the database). Row ids are gapless from 1 in both, so a row's id is also the
+ * journal position after it. Every row carries a format number; a row of a
+ * format newer than GRAFT_JOURNAL_FORMAT is refused with a message saying so.
  */
 #ifndef GRAFT_JOURNAL_H
 #define GRAFT_JOURNAL_H
@@ -14,6 +24,9 @@
 #include "editor.h"
 
 typedef struct graft_journal graft_journal;
+
+#define GRAFT_JOURNAL_FORMAT 1 /* the row format this graft writes and the newest it reads */
+#define GRAFT_JOURNAL_SCHEMA 1 /* PostgreSQL: the tables' layout (meta schema_version) */
 
 typedef struct graft_journal_entry {
     int64_t id;          /* the edit id (assigned by append) */
@@ -28,10 +41,20 @@ typedef struct graft_journal_entry {
     size_t change_len;
     char created[64];    /* ISO-8601 UTC, filled by append / list */
     int undone;          /* list: a later undo row reverts this edit */
+    int format;          /* the row's format (GRAFT_JOURNAL_FORMAT when written by this graft) */
 } graft_journal_entry;
 
-/* Open DIR/journal.sqlite, creating the folder and the file when create != 0. */
+/* Called for rows in journal order; the entry's pointers are valid during the call. */
+typedef graft_status (*graft_journal_fn)(void *user, const graft_journal_entry *e);
+
+/* Open DIR/journal.sqlite, creating the folder and the file when create != 0,
+ * or, when dir is a postgresql:// URI, that database's journal (its tables
+ * created when missing and create != 0). */
 graft_status graft_journal_open(const char *dir, int create, graft_journal **out);
+/* dir names a PostgreSQL journal (postgresql:// or postgres://). */
+int graft_journal_is_uri(const char *dir);
+/* The URI with its password (user:PASSWORD@, password=...) shown as ***; malloc'ed, NULL out of memory. */
+char *graft_journal_redact(const char *uri);
 void graft_journal_close(graft_journal *j);
 const char *graft_journal_path(const graft_journal *j);
 
@@ -39,15 +62,51 @@ const char *graft_journal_path(const graft_journal *j);
 graft_status graft_journal_set_meta(graft_journal *j, const char *key, const char *value);
 graft_status graft_journal_get_meta(graft_journal *j, const char *key, char **value);
 
-/* Append one row durably; fills e->id and e->created. */
+/* Append one row durably; fills e->id and e->created. The row's id is
+ * graft_journal_position + 1: when a replica sharing the journal took that
+ * id first, the append is refused with graft_journal_fault() ==
+ * GRAFT_JOURNAL_CONFLICT (catch up, then try again). PostgreSQL: the row is
+ * refused when the journal's model_fingerprint differs from the one this
+ * handle read or wrote. */
 graft_status graft_journal_append(graft_journal *j, graft_journal_entry *e);
+
+/* Hold the journal's write lock, shared by every process on a PostgreSQL
+ * journal (an advisory lock, released if the connection is lost; SQLite: no
+ * lock needed, one writer per folder). A replica takes it around catch-up +
+ * edit + append, so that no other replica takes the position in between and
+ * the edit's work is not thrown away. */
+graft_status graft_journal_lock(graft_journal *j);
+void graft_journal_unlock(graft_journal *j);
+
+/* Why the last call failed, where it matters to a caller that can retry. */
+enum { GRAFT_JOURNAL_OK = 0, GRAFT_JOURNAL_CONFLICT = 1, GRAFT_JOURNAL_DOWN = 2 };
+int graft_journal_fault(const graft_journal *j);
+/* The last row id the holder's editor holds: set by replay, catch-up and append. */
+int64_t graft_journal_position(const graft_journal *j);
+/* The journal's last row id (0 when empty): what other writers have added. */
+graft_status graft_journal_head(graft_journal *j, int64_t *head);
+/* Apply to e (which holds the state at graft_journal_position) every row
+ * after it, in order: the way a replica follows edits taken elsewhere.
+ * applied (may be NULL) is called after each row is applied; *n: rows applied
+ * (may be NULL). Stops at the first row it cannot apply. */
+graft_status graft_journal_catch_up(graft_journal *j, graft_editor *e, graft_journal_fn applied, void *user, int64_t *n);
+/* Backend name ("sqlite", "postgresql"). */
+const char *graft_journal_backend(const graft_journal *j);
+
+/* A second connection that waits for rows appended by others (PostgreSQL
+ * LISTEN/NOTIFY); SQLite journals have none (GRAFT_ERR_UNSUPPORTED). */
+typedef struct graft_journal_watch graft_journal_watch;
+graft_status graft_journal_watch_open(const graft_journal *j, graft_journal_watch **out);
+/* Wait up to timeout_ms: 1 a row was appended (or the connection came back:
+ * catch up), 0 nothing, -1 the database is unreachable (retried next call). */
+int graft_journal_watch_wait(graft_journal_watch *w, int timeout_ms);
+void graft_journal_watch_close(graft_journal_watch *w);
 
 /* Replay every row in order into a fresh editor. *n_edits: live edits after
  * replay; *last_seq: the largest stream position logged (-1 if none). */
 graft_status graft_journal_replay(graft_journal *j, graft_editor *e, int64_t *n_edits, int64_t *last_seq);
 
 /* Call fn for every row in order (entry pointers valid during the call). */
-typedef graft_status (*graft_journal_fn)(void *user, const graft_journal_entry *e);
 graft_status graft_journal_each(graft_journal *j, graft_journal_fn fn, void *user);
 /* One row by id. The entry's strings and change are malloc'ed copies freed by graft_journal_entry_free. */
 graft_status graft_journal_get(graft_journal *j, int64_t id, graft_journal_entry *e);
@@ -55,7 +114,10 @@ void graft_journal_entry_free(graft_journal_entry *e);
 
 /* Write a consistent copy of the whole journal to DIR/journal.sqlite (DIR
  * created if missing; an existing journal there is refused): DIR is then an
- * adaptor folder of its own. */
+ * adaptor folder of its own. DIR may be a postgresql:// URI, and j either
+ * back end: every setting and row is copied with its id and timestamp, so
+ * replaying the copy gives the same editor state bit for bit (graft edits
+ * import). */
 graft_status graft_journal_copy(graft_journal *j, const char *dir);
 
 /* Revert edit `id` in e (which holds the replayed state) and log the undo. */

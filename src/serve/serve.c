@@ -15,6 +15,15 @@
  *    kernels already use every core, so concurrent requests interleave token
  *    by token instead of running forwards side by side.
  *  - `jmu`: the journal handle and the cached statistics.
+ *
+ * A replica (the journal is a postgresql:// URI, docs/REPLICAS.md) has one
+ * more thread, the follower: it waits on the journal's notifications (and
+ * polls its head every 250 ms, which also catches up after a lost
+ * connection) and applies rows other replicas took, in journal order, as the
+ * writer. An edit taken here first catches up too, so its change is computed
+ * on the state of every row before it; the journal refuses its row if
+ * another replica took that position meanwhile, and the edit is taken back,
+ * the follower's rows applied and the edit tried again.
  */
 #define _GNU_SOURCE
 #include "serve.h"
@@ -66,6 +75,15 @@ struct graft_server {
     int64_t stats_at;         /* position the cached figures were measured at (-1: never) */
     double stats_ret, stats_loc;
     int stats_live;
+    /* a replica of a PostgreSQL journal: the follower thread (under jmu: the delays and error) */
+    graft_journal_watch *watch;
+    pthread_t follower;
+    int follower_on;
+    atomic_int stopping;
+    double *delays;           /* ms from a row's commit time to its apply here, for rows other replicas took */
+    size_t n_delays, cap_delays;
+    int64_t applied_remote;
+    char follow_error[512];
 };
 
 void graft_serve_opts_default(graft_serve_opts *o) {
@@ -78,6 +96,8 @@ void graft_serve_opts_default(graft_serve_opts *o) {
     o->request_timeout_s = 120;
     o->stats_n = 100;
 }
+
+static graft_status note_applied(void *user, const graft_journal_entry *en);
 
 /* ---------------------------------------------------------------- the gate */
 
@@ -104,10 +124,11 @@ static void gate_write(graft_server *s) {
     pthread_mutex_unlock(&s->gate_mu);
 }
 
-static void gate_write_end(graft_server *s, int64_t new_rows) {
+/* the writer leaves; readers from now on see the journal position the editor holds */
+static void gate_write_end(graft_server *s) {
     pthread_mutex_lock(&s->gate_mu);
     s->writer = 0;
-    s->position += new_rows;
+    if (s->j) s->position = graft_journal_position(s->j);
     pthread_cond_broadcast(&s->gate_cv);
     pthread_mutex_unlock(&s->gate_mu);
 }
@@ -693,6 +714,7 @@ static enum MHD_Result edits_get(graft_server *s, struct MHD_Connection *c, int6
     pthread_mutex_unlock(&s->jmu);
     if (st != GRAFT_OK) {
         cJSON_Delete(l.arr), cJSON_Delete(l.found);
+        if (graft_journal_fault(s->j) == GRAFT_JOURNAL_DOWN) return send_error(c, 503, NULL, "%s", graft_last_error());
         return send_status(c, st, "journal");
     }
     if (id >= 0) {
@@ -725,16 +747,31 @@ static enum MHD_Result edits_post(graft_server *s, struct MHD_Connection *c, cJS
     graft_text_edit ed;
     gate_write(s);
     pthread_mutex_lock(&s->jmu);
-    /* durable before the 200; an edit that cannot be journaled is taken back out */
-    graft_status st = graft_journal_edit_text(s->j, s->e, s->tok, p->valuestring, t->valuestring,
-                                              cJSON_IsString(sub) ? sub->valuestring : NULL, "http", &ed);
+    /* durable before the 200; an edit that cannot be journaled is taken back
+     * out. First every row already in the journal (replicas), then the edit
+     * at the next position; taken there by another replica meanwhile: again. */
+    graft_status st;
+    for (int attempt = 0;; attempt++) {
+        st = graft_journal_lock(s->j);
+        if (st == GRAFT_OK) st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
+        if (st == GRAFT_OK)
+            st = graft_journal_edit_text(s->j, s->e, s->tok, p->valuestring, t->valuestring,
+                                         cJSON_IsString(sub) ? sub->valuestring : NULL, "http", &ed);
+        int fault = graft_journal_fault(s->j);
+        graft_journal_unlock(s->j);
+        if (st == GRAFT_OK || fault != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
+    }
+    int down = st != GRAFT_OK && graft_journal_fault(s->j) == GRAFT_JOURNAL_DOWN;
     pthread_mutex_unlock(&s->jmu);
-    gate_write_end(s, st == GRAFT_OK ? 1 : 0);
-    int64_t pos = s->position;
+    gate_write_end(s);
+    int64_t pos = st == GRAFT_OK ? ed.id : s->position;
     if (st != GRAFT_OK) {
         const char *m = graft_last_error();
         if (strstr(m, "could not be taken back"))
             return send_error(c, 500, NULL, "edit failed, and the served model may hold it: restart the server (%s)", m);
+        if (down)
+            return send_error(c, 503, NULL, "edit refused: %s; completions go on from journal position %lld", m,
+                              (long long)pos);
         return send_status(c, st, "edit");
     }
     cJSON *j = cJSON_CreateObject();
@@ -759,12 +796,25 @@ static enum MHD_Result edits_post(graft_server *s, struct MHD_Connection *c, cJS
 static enum MHD_Result edits_delete(graft_server *s, struct MHD_Connection *c, int64_t id) {
     gate_write(s);
     pthread_mutex_lock(&s->jmu);
-    graft_status st = graft_journal_undo(s->j, s->e, id);
+    graft_status st;
+    for (int attempt = 0;; attempt++) {
+        st = graft_journal_lock(s->j);
+        if (st == GRAFT_OK) st = graft_journal_catch_up(s->j, s->e, note_applied, s, NULL);
+        if (st == GRAFT_OK) st = graft_journal_undo(s->j, s->e, id);
+        int fault = graft_journal_fault(s->j);
+        graft_journal_unlock(s->j);
+        if (st == GRAFT_OK || fault != GRAFT_JOURNAL_CONFLICT || attempt == 32) break;
+    }
+    int down = st != GRAFT_OK && graft_journal_fault(s->j) == GRAFT_JOURNAL_DOWN;
+    int64_t pos = graft_journal_position(s->j);
     pthread_mutex_unlock(&s->jmu);
-    gate_write_end(s, st == GRAFT_OK ? 1 : 0);
+    gate_write_end(s);
     if (st != GRAFT_OK) {
         /* "no such edit" and "already undone" are the caller's */
         const char *m = graft_last_error();
+        if (down)
+            return send_error(c, 503, NULL, "undo refused: %s; completions go on from journal position %lld", m,
+                              (long long)pos);
         unsigned code = strstr(m, "already undone") || strstr(m, "an undo, not an edit") ? 409
                         : strstr(m, "no entry") || strstr(m, "no edit") || strstr(m, "not found") ? 404 : 500;
         if (code == 500 && st == GRAFT_ERR_INVALID) code = 404;
@@ -774,9 +824,9 @@ static enum MHD_Result edits_delete(graft_server *s, struct MHD_Connection *c, i
     cJSON_AddNumberToObject(j, "id", (double)id);
     cJSON_AddStringToObject(j, "object", "edit");
     cJSON_AddBoolToObject(j, "undone", 1);
-    cJSON_AddNumberToObject(j, "journal_position", (double)s->position);
+    cJSON_AddNumberToObject(j, "journal_position", (double)pos);
     if (!s->o.quiet) fprintf(stderr, "graft serve: edit %lld undone\n", (long long)id);
-    return send_json(c, 200, j, s->position);
+    return send_json(c, 200, j, pos);
 }
 
 /* ---------------------------------------------------------------- score and stats */
@@ -823,12 +873,13 @@ typedef struct {
     graft_eval_item *it;
     int n, cap, live;
     graft_tokenizer *tok;
+    int64_t upto; /* the served position: a replica's journal may hold rows it has not applied yet */
 } live_ctx;
 
 /* The live edits (not undone), for the retention figure. */
 static graft_status live_one(void *user, const graft_journal_entry *en) {
     live_ctx *l = user;
-    if (strcmp(en->kind, "edit") || en->undone) return GRAFT_OK;
+    if (strcmp(en->kind, "edit") || en->undone || en->id > l->upto) return GRAFT_OK;
     l->live++;
     cJSON *req = cJSON_Parse(en->request ? en->request : "{}");
     const cJSON *p = cJSON_GetObjectItem(req, "prompt"), *t = cJSON_GetObjectItem(req, "target");
@@ -868,7 +919,7 @@ static enum MHD_Result stats(graft_server *s, struct MHD_Connection *c) {
     gate_read(s, &pos);
     pthread_mutex_lock(&s->jmu);
     if (s->stats_at != pos && s->j) {
-        live_ctx l = {calloc((size_t)s->o.stats_n + 1, sizeof(graft_eval_item)), 0, s->o.stats_n, 0, s->tok};
+        live_ctx l = {calloc((size_t)s->o.stats_n + 1, sizeof(graft_eval_item)), 0, s->o.stats_n, 0, s->tok, pos};
         st = l.it ? graft_journal_each(s->j, live_one, &l) : graft_fail(GRAFT_ERR_NOMEM, "out of memory");
         double ret = NAN, loc = NAN;
         if (st == GRAFT_OK) st = gen_match(s, l.it, l.n, NULL, &ret);
@@ -897,6 +948,171 @@ static enum MHD_Result stats(graft_server *s, struct MHD_Connection *c) {
     cJSON_AddStringToObject(j, "retention_means", "live edits (the latest stats_n) whose prompt gives the target greedily");
     cJSON_AddStringToObject(j, "locality_means", "locality prompts whose greedy answer is the unedited model's");
     return send_json(c, 200, j, pos);
+}
+
+/* ---------------------------------------------------------------- replicas */
+
+static double percentile(double *v, size_t n, double q) {
+    if (!n) return NAN;
+    size_t k = (size_t)(q * (double)(n - 1) + 0.5);
+    return v[k < n ? k : n - 1];
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* GET /v1/replication: where this replica stands in the journal, and how
+ * long rows taken elsewhere took to reach it. */
+static enum MHD_Result replication(graft_server *s, struct MHD_Connection *c) {
+    if (!s->j) return send_error(c, 404, NULL, "this server has no journal");
+    pthread_mutex_lock(&s->jmu);
+    int64_t pos = graft_journal_position(s->j), head = -1;
+    graft_status hs = graft_journal_head(s->j, &head);
+    char herr[512];
+    snprintf(herr, sizeof herr, "%s", hs == GRAFT_OK ? "" : graft_last_error());
+    double *d = s->n_delays ? malloc(s->n_delays * sizeof *d) : NULL;
+    size_t n = d ? s->n_delays : 0;
+    if (d) memcpy(d, s->delays, n * sizeof *d);
+    int64_t applied = s->applied_remote;
+    char ferr[512];
+    snprintf(ferr, sizeof ferr, "%s", s->follow_error);
+    pthread_mutex_unlock(&s->jmu);
+    if (n) qsort(d, n, sizeof *d, cmp_double);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "object", "replication");
+    cJSON_AddStringToObject(j, "backend", graft_journal_backend(s->j));
+    cJSON_AddStringToObject(j, "journal", graft_journal_path(s->j));
+    cJSON_AddNumberToObject(j, "journal_position", (double)pos);
+    if (hs == GRAFT_OK) cJSON_AddNumberToObject(j, "journal_head", (double)head);
+    else cJSON_AddNullToObject(j, "journal_head");
+    cJSON_AddStringToObject(j, "journal_error", herr);
+    cJSON_AddStringToObject(j, "follow_error", ferr);
+    cJSON_AddNumberToObject(j, "applied_from_others", (double)applied);
+    cJSON *dl = cJSON_AddObjectToObject(j, "delay_ms");
+    cJSON_AddNumberToObject(dl, "n", (double)n);
+    double q[3] = {percentile(d, n, 0.5), percentile(d, n, 0.99), n ? d[n - 1] : NAN};
+    const char *names[3] = {"p50", "p99", "max"};
+    for (int i = 0; i < 3; i++) {
+        if (isfinite(q[i])) cJSON_AddNumberToObject(dl, names[i], q[i]);
+        else cJSON_AddNullToObject(dl, names[i]);
+    }
+    free(d);
+    return send_json(c, 200, j, pos);
+}
+
+/* GET /v1/replication/state: the editor's state as `graft edits export`
+ * writes it, at the journal position the header names: replicas that hold
+ * the same journal rows answer the same bytes. */
+static enum MHD_Result replica_state(graft_server *s, struct MHD_Connection *c) {
+    if (!s->e || !s->e->ops->export_st)
+        return send_error(c, 404, NULL, "this server's editor has no exportable state");
+    char path[] = "/tmp/graft_state.XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return send_error(c, 500, NULL, "state: cannot create a temporary file: %s", strerror(errno));
+    close(fd);
+    int64_t pos;
+    gate_read(s, &pos);
+    pthread_mutex_lock(&s->step);
+    graft_status st = s->e->ops->export_st(s->e, path);
+    pthread_mutex_unlock(&s->step);
+    gate_read_end(s);
+    char *data = NULL;
+    size_t len = 0;
+    if (st == GRAFT_OK) st = graft_read_file(path, &data, &len);
+    unlink(path);
+    if (st != GRAFT_OK) return send_status(c, st, "state");
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    char p[32];
+    snprintf(p, sizeof p, "%lld", (long long)pos);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(r, "X-Graft-Journal-Position", p);
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* seconds since the epoch of a row's "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
+static double created_s(const char *t) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    char frac[16] = "";
+    if (sscanf(t, "%d-%d-%dT%d:%d:%d.%15[0-9]", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec, frac) < 6)
+        return NAN;
+    tm.tm_year -= 1900, tm.tm_mon -= 1;
+    double f = 0, scale = 0.1;
+    for (const char *p = frac; *p; p++, scale /= 10) f += (*p - '0') * scale;
+    return (double)timegm(&tm) + f;
+}
+
+/* after each row another replica took is applied here (under jmu) */
+static graft_status note_applied(void *user, const graft_journal_entry *en) {
+    graft_server *s = user;
+    s->applied_remote++;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double ms = ((double)ts.tv_sec + ts.tv_nsec * 1e-9 - created_s(en->created)) * 1e3;
+    if (!isfinite(ms)) return GRAFT_OK;
+    if (s->n_delays == s->cap_delays) {
+        size_t cap = s->cap_delays ? 2 * s->cap_delays : 1024;
+        if (cap > ((size_t)1 << 20)) return GRAFT_OK; /* enough samples */
+        double *d = realloc(s->delays, cap * sizeof *d);
+        if (!d) return GRAFT_OK;
+        s->delays = d, s->cap_delays = cap;
+    }
+    s->delays[s->n_delays++] = ms;
+    return GRAFT_OK;
+}
+
+static void *follow(void *arg) {
+    graft_server *s = arg;
+    int down = 0;
+    char last[512] = "";
+    while (!atomic_load(&s->stopping)) {
+        int w = graft_journal_watch_wait(s->watch, 250);
+        if (atomic_load(&s->stopping)) break;
+        int64_t head = 0, have;
+        pthread_mutex_lock(&s->jmu);
+        graft_status st = w < 0 ? GRAFT_ERR_IO : graft_journal_head(s->j, &head);
+        have = graft_journal_position(s->j);
+        pthread_mutex_unlock(&s->jmu);
+        if (st != GRAFT_OK) {
+            if (!down && !s->o.quiet)
+                fprintf(stderr, "graft serve: lost the journal; answering from journal position %lld until it returns\n",
+                        (long long)have);
+            down = 1;
+            continue;
+        }
+        if (down && !s->o.quiet) fprintf(stderr, "graft serve: the journal is back (head %lld)\n", (long long)head);
+        down = 0;
+        if (head <= have) continue;
+        gate_write(s);
+        pthread_mutex_lock(&s->jmu);
+        int64_t n = 0;
+        st = graft_journal_catch_up(s->j, s->e, note_applied, s, &n);
+        if (st != GRAFT_OK) {
+            snprintf(s->follow_error, sizeof s->follow_error, "%s", graft_last_error());
+            if (strcmp(last, s->follow_error) && !s->o.quiet)
+                fprintf(stderr, "graft serve: cannot apply the journal past position %lld: %s\n",
+                        (long long)graft_journal_position(s->j), s->follow_error);
+            snprintf(last, sizeof last, "%s", s->follow_error);
+        } else
+            s->follow_error[0] = 0, last[0] = 0;
+        pthread_mutex_unlock(&s->jmu);
+        gate_write_end(s);
+        if (n && !s->o.quiet)
+            fprintf(stderr, "graft serve: applied %lld journal row(s) from other replicas (now at %lld)\n", (long long)n,
+                    (long long)s->position);
+        /* a row this graft cannot apply: do not spin on it */
+        if (st != GRAFT_OK) usleep(1000 * 1000);
+    }
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -1035,6 +1251,10 @@ static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const ch
         ret = score(s, c, body);
     } else if (!strcmp(rest, "stats") && get) {
         ret = stats(s, c);
+    } else if (!strcmp(rest, "replication") && get) {
+        ret = replication(s, c);
+    } else if (!strcmp(rest, "replication/state") && get) {
+        ret = replica_state(s, c);
     } else if (!strcmp(rest, "edits") && get) {
         ret = edits_get(s, c, -1);
     } else if (!strcmp(rest, "edits") && post) {
@@ -1046,7 +1266,7 @@ static enum MHD_Result route(graft_server *s, struct MHD_Connection *c, const ch
         else ret = edits_delete(s, c, id);
     } else {
         int known = !strcmp(rest, "models") || !strcmp(rest, "completions") || !strcmp(rest, "score") ||
-                    !strcmp(rest, "stats") || is_edits;
+                    !strcmp(rest, "stats") || !strcmp(rest, "replication") || is_edits;
         ret = known ? send_error(c, 405, NULL, "%s %s is not allowed", method, url)
                     : send_error(c, 404, NULL, "no such endpoint: %s", url);
     }
@@ -1138,11 +1358,24 @@ static graft_status load_locality(graft_server *s, const char *path) {
 
 static graft_status open_run(graft_server *s) {
     const graft_serve_opts *o = &s->o;
-    char *jpath = graft_path_join(o->run_dir, "journal.sqlite");
-    if (!jpath) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
-    int exists = graft_path_exists(jpath);
-    free(jpath);
+    int exists;
     graft_status st = GRAFT_OK;
+    if (graft_journal_is_uri(o->run_dir)) {
+        /* a fleet's journal: it exists once the first replica set its method */
+        graft_journal *probe = NULL;
+        char *method = NULL;
+        GRAFT_TRY(graft_journal_open(o->run_dir, 1, &probe));
+        st = graft_journal_get_meta(probe, "method", &method);
+        graft_journal_close(probe);
+        exists = method != NULL;
+        free(method);
+        if (st != GRAFT_OK) return st;
+    } else {
+        char *jpath = graft_path_join(o->run_dir, "journal.sqlite");
+        if (!jpath) return graft_fail(GRAFT_ERR_NOMEM, "out of memory");
+        exists = graft_path_exists(jpath);
+        free(jpath);
+    }
     if (exists) {
         /* an existing run or adaptor: its journal names the editor */
         GRAFT_TRY(graft_adaptor_open(s->m, o->run_dir, &s->e, &s->j));
@@ -1166,11 +1399,6 @@ static graft_status open_run(graft_server *s) {
         free(opts);
     }
     return st;
-}
-
-static graft_status count_row(void *user, const graft_journal_entry *en) {
-    (*(int64_t *)user)++;
-    return GRAFT_OK;
 }
 
 graft_status graft_serve_start(graft_model *m, const graft_serve_opts *o, graft_server **out) {
@@ -1206,7 +1434,15 @@ graft_status graft_serve_start(graft_model *m, const graft_serve_opts *o, graft_
     /* locality prompts are answered by the unedited model, so before any replay */
     if (st == GRAFT_OK && o->locality_path) st = load_locality(s, o->locality_path);
     if (st == GRAFT_OK && o->run_dir) st = open_run(s);
-    if (st == GRAFT_OK && s->j) st = graft_journal_each(s->j, count_row, &s->position);
+    if (st == GRAFT_OK && s->j) s->position = graft_journal_position(s->j);
+    /* a replica: follow the rows other replicas take */
+    if (st == GRAFT_OK && s->j && graft_journal_is_uri(o->run_dir)) {
+        st = graft_journal_watch_open(s->j, &s->watch);
+        if (st == GRAFT_OK) {
+            if (pthread_create(&s->follower, NULL, follow, s) == 0) s->follower_on = 1;
+            else st = graft_fail(GRAFT_ERR_INTERNAL, "serve: cannot start the journal follower thread");
+        }
+    }
     if (st == GRAFT_OK && s->e) s->method = strdup(s->e->ops->name);
     if (st == GRAFT_OK) {
         struct sockaddr_in sa;
@@ -1239,9 +1475,15 @@ int graft_serve_port(const graft_server *s) {
     return i ? i->port : s->o.port;
 }
 
+const char *graft_serve_journal(const graft_server *s) { return s->j ? graft_journal_path(s->j) : NULL; }
+
 void graft_serve_stop(graft_server *s) {
     if (!s) return;
     if (s->d) MHD_stop_daemon(s->d);
+    atomic_store(&s->stopping, 1);
+    if (s->follower_on) pthread_join(s->follower, NULL);
+    graft_journal_watch_close(s->watch);
+    free(s->delays);
     /* detached stream producers still inside the gate */
     pthread_mutex_lock(&s->gate_mu);
     while (s->readers) pthread_cond_wait(&s->gate_cv, &s->gate_mu);

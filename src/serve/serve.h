@@ -18,7 +18,8 @@ typedef struct graft_server graft_server;
 typedef struct graft_serve_opts {
     const char *model_path;   /* recorded in a new journal; its editing.json gives editor defaults */
     const char *model_name;   /* the "model" of the API (default: the folder's name) */
-    const char *run_dir;      /* the run folder: an existing journal is replayed, else created */
+    const char *run_dir;      /* the run folder: an existing journal is replayed, else created; or a
+                               * postgresql:// URI: a replica of that shared journal (docs/REPLICAS.md) */
     const char *method;       /* editor for a new run folder (NULL with a new folder: no editing) */
     const char *editor_opts;  /* its options, JSON */
     const char *host;         /* "127.0.0.1" */
@@ -38,6 +39,8 @@ void graft_serve_opts_default(graft_serve_opts *o);
 /* Open the run folder, replay its journal and start listening. */
 graft_status graft_serve_start(graft_model *m, const graft_serve_opts *o, graft_server **out);
 int graft_serve_port(const graft_server *s);
+/* The journal as messages name it (a URI without its password), NULL without one. */
+const char *graft_serve_journal(const graft_server *s);
 /* Stop listening, finish in-flight requests, close the journal. */
 void graft_serve_stop(graft_server *s);
 
