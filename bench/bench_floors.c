@@ -11,7 +11,8 @@
  * the median of 5 timed runs after one warm-up, on 1 thread and on T threads.
  * Bytes: read = 4n, triad = 12n (STREAM's count: the write-allocate read of a
  * is not counted). sgemm: 2 M N K flops, M = N = K = 1024, result checked on
- * a few rows against graft_gemm_ref.
+ * a few rows against graft_gemm_ref; the built-in GEMM on every kernel path
+ * the CPU runs (generic, avx2, avx512), or only on the one GRAFT_ISA names.
  *
  * usage: bench_floors [threads]   (default: all online CPUs)
  */
@@ -48,6 +49,9 @@ static void cpu_line(void) {
            __builtin_cpu_supports("avx512f") ? " avx512f" : "", __builtin_cpu_supports("avx512bw") ? " avx512bw" : "",
            __builtin_cpu_supports("avx512vnni") ? " avx512vnni" : "",
            __builtin_cpu_supports("avx512bf16") ? " avx512bf16" : "");
+    printf("kernel path: %s (paths this CPU runs:%s%s%s)\n", graft_cpu_isa(), " generic",
+           graft_cpu_isa_supported(GRAFT_ISA_AVX2) ? " avx2" : "",
+           graft_cpu_isa_supported(GRAFT_ISA_AVX512) ? " avx512" : "");
 }
 
 /* A sum the compiler cannot drop: one pass reading every byte of a. */
@@ -140,7 +144,14 @@ int main(int argc, char **argv) {
     for (int t = 1; t <= threads; t = t == threads ? threads + 1 : threads) {
         bandwidth(t);
         if (strcmp(graft_gemm_backend(), "builtin")) sgemm(graft_gemm_backend(), graft_gemm, t);
-        sgemm("builtin", graft_gemm_builtin, t);
+        const graft_isa start = graft_cpu_isa_id();
+        for (int i = 0; i < GRAFT_ISA_COUNT; i++) {
+            if (getenv("GRAFT_ISA") ? i != (int)start : graft_cpu_isa_set((graft_isa)i) != 0) continue;
+            char name[32];
+            snprintf(name, sizeof name, "builtin %s", graft_isa_name((graft_isa)i));
+            sgemm(name, graft_gemm_builtin, t);
+        }
+        graft_cpu_isa_set(start);
     }
     return 0;
 }

@@ -4,6 +4,9 @@
  * N = 3072, M (tokens) from 1 (decode) to 512, for both weight layouts
  * (GRAFT_W_KN: B stored [K, N]; GRAFT_W_NK: B stored [N, K], used transposed).
  *
+ * The built-in GEMM is timed on every kernel path this CPU runs (generic,
+ * avx2, avx512: src/kernels/isa.c), or only on the one GRAFT_ISA names.
+ *
  * Every result is first checked against graft_gemm_ref on a sample of rows,
  * so a fast but wrong kernel cannot post a number. Each timing is 5 runs
  * after one warm-up; best and median are printed.
@@ -104,19 +107,39 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)Mmax * K; i++) A[i] = frand();
     for (size_t i = 0; i < (size_t)K * N; i++) B[i] = frand();
 
-    printf("bench_gemm: K=%d N=%d, %d threads, backend %s; GFLOP/s (best / median of %d)\n", K,
-           N, graft_get_threads(), graft_gemm_backend(), RUNS);
-    printf("%-6s %5s  %-22s  %-22s\n", "layout", "M", "graft_gemm", "graft_gemm_builtin");
+    /* the built-in GEMM's paths: all this CPU runs, or the one GRAFT_ISA names */
+    const graft_isa start = graft_cpu_isa_id();
+    graft_isa paths[GRAFT_ISA_COUNT];
+    int np = 0;
+    for (int i = 0; i < GRAFT_ISA_COUNT; i++)
+        if (getenv("GRAFT_ISA") ? i == (int)start : graft_cpu_isa_supported((graft_isa)i))
+            paths[np++] = (graft_isa)i;
+
+    printf("bench_gemm: K=%d N=%d, %d threads, backend %s, kernel path %s; GFLOP/s (best / median of %d)\n",
+           K, N, graft_get_threads(), graft_gemm_backend(), graft_isa_name(start), RUNS);
+    printf("%-6s %5s  %-22s", "layout", "M", "graft_gemm");
+    for (int p = 0; p < np; p++) {
+        char h[40];
+        snprintf(h, sizeof h, "builtin %s", graft_isa_name(paths[p]));
+        printf("  %-22s", h);
+    }
+    printf("\n");
     int ok = 1;
     for (int transB = 0; transB <= 1; transB++) {
         for (int mi = 0; mi < nM; mi++) {
             const int M = Ms[mi];
-            double b1 = 0, m1 = 0, b2 = 0, m2 = 0;
-            ok &= bench_one("graft_gemm", graft_gemm, A, B, C, M, N, K, transB, ref_row, &b1, &m1);
-            ok &= bench_one("graft_gemm_builtin", graft_gemm_builtin, A, B, C, M, N, K, transB,
-                            ref_row, &b2, &m2);
-            printf("%-6s %5d  %8.1f / %-11.1f  %8.1f / %-11.1f\n", transB ? "NK" : "KN", M, b1, m1,
-                   b2, m2);
+            double b = 0, m = 0;
+            graft_cpu_isa_set(start);
+            ok &= bench_one("graft_gemm", graft_gemm, A, B, C, M, N, K, transB, ref_row, &b, &m);
+            printf("%-6s %5d  %8.1f / %-11.1f", transB ? "NK" : "KN", M, b, m);
+            for (int p = 0; p < np; p++) {
+                graft_cpu_isa_set(paths[p]);
+                ok &= bench_one(graft_isa_name(paths[p]), graft_gemm_builtin, A, B, C, M, N, K, transB,
+                                ref_row, &b, &m);
+                printf("  %8.1f / %-11.1f", b, m);
+            }
+            graft_cpu_isa_set(start);
+            printf("\n");
             fflush(stdout);
         }
     }

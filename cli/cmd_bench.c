@@ -3,6 +3,7 @@
  * of several runs, because these machines are noisy (steal time). */
 #include "cli.h"
 #include "engine.h"
+#include "kernels.h"
 #include "model/save.h"
 
 #include <errno.h>
@@ -236,17 +237,18 @@ int cmd_bench(int argc, char **argv) {
     graft_model_info info;
     graft_model_get_info(m, &info);
     if (json) {
-        printf("{\"model\": \"%s\", \"params\": %lld, \"dtype\": \"%s\", \"threads\": %d, \"gemm\": \"%s\", \"runs\": %ld, "
+        printf("{\"model\": \"%s\", \"params\": %lld, \"dtype\": \"%s\", \"threads\": %d, \"gemm\": \"%s\", "
+               "\"isa\": \"%s\", \"stored_kernels\": \"%s\", \"runs\": %ld, "
                "\"prefill_tokens\": %ld, \"prefill_ms_per_token\": %.4f, \"prefill_ms_per_token_best\": %.4f, "
                "\"step_batch\": %ld, \"step_seq\": %ld, \"step_ms\": %.2f, \"step_ms_best\": %.2f, "
                "\"decode_tokens\": %ld, \"decode_tok_s\": %.2f, \"decode_tok_s_best\": %.2f, \"peak_rss_mb\": %.1f}\n",
                shape ? shape : (model ? model : "default"), (long long)info.n_params, info.dtype, graft_get_threads(),
-               graft_gemm_backend(), runs, prefill, pre_med, pre_best, batch, seq, step_med, step_best, decode, dec_med,
-               dec_best, peak_rss_mb());
+               graft_gemm_backend(), graft_cpu_isa(), graft_wmat_isa(), runs, prefill, pre_med, pre_best, batch, seq,
+               step_med, step_best, decode, dec_med, dec_best, peak_rss_mb());
     } else {
-        printf("model            %s (%.1f M parameters, %s), %d threads, GEMM %s, stored-weight kernels %s, %ld runs\n",
+        printf("model            %s (%.1f M parameters, %s), %d threads, GEMM %s, kernels %s (stored weights %s), %ld runs\n",
                shape ? shape : (model ? model : "default"), info.n_params / 1e6, info.dtype, graft_get_threads(),
-               graft_gemm_backend(), graft_wmat_isa(), runs);
+               graft_gemm_backend(), graft_cpu_isa(), graft_wmat_isa(), runs);
         printf("prefill 1x%-5ld  %.3f ms/token median, %.3f best\n", prefill, pre_med, pre_best);
         if (step_med >= 0) printf("fwd+bwd %ldx%-5ld %.1f ms/step median, %.1f best\n", batch, seq, step_med, step_best);
         printf("decode  %-7ld  %.1f tokens/s median, %.1f best\n", decode, dec_med, dec_best);

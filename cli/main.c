@@ -1,5 +1,6 @@
 /* main.c - the graft command line: dispatches to one function per subcommand. */
 #include "cli.h"
+#include "kernels.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +46,10 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--version")) {
         printf("graft %d.%d.%d\n", GRAFT_VERSION_MAJOR, GRAFT_VERSION_MINOR, GRAFT_VERSION_PATCH);
+        /* what this CPU gets: kernels picked at run time (GRAFT_ISA overrides) */
+        printf("kernels %s (this CPU runs: generic%s%s), GEMM %s\n", graft_cpu_isa(),
+               graft_cpu_isa_supported(GRAFT_ISA_AVX2) ? " avx2" : "",
+               graft_cpu_isa_supported(GRAFT_ISA_AVX512) ? " avx512" : "", graft_gemm_backend());
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -128,6 +128,10 @@ uint16_t graft_f32_to_bf16(float f); /* round to nearest even */
 void graft_convert_to_f32(float *dst, const void *src, graft_dtype dt, size_t n);
 /* The same split over threads (big tensors at load). */
 void graft_convert_to_f32_parallel(float *dst, const void *src, graft_dtype dt, size_t n);
+/* Narrow n floats to dt (F32, F16 or BF16; round to nearest even), written
+ * little-endian to dst (any alignment); the same bits as graft_f32_to_f16 /
+ * graft_f32_to_bf16 element by element. Other dtypes: nothing is written. */
+void graft_convert_from_f32(void *dst, const float *src, graft_dtype dt, size_t n);
 
 /* ================================================================ safetensors */
 

@@ -19,6 +19,67 @@
 
 #include <stddef.h>
 
+/* ------------------------------------------------------------------ instruction sets */
+
+/*
+ * The kernel sources listed in CMakeLists.txt (GRAFT_ISA_KERNELS) are
+ * compiled once per instruction set with -DGRAFT_ISA_NAME=generic|avx2|avx512;
+ * the names below then become graft_X_generic, graft_X_avx2, ... The plain
+ * names are defined in kernels/isa.c, which calls the variant chosen at run
+ * time (graft_cpu_isa). Inside a variant, kernels call each other's variant
+ * of the same instruction set directly.
+ */
+#ifdef GRAFT_ISA_NAME
+#define GRAFT_ISA_CAT_(f, isa) f##_##isa
+#define GRAFT_ISA_CAT(f, isa) GRAFT_ISA_CAT_(f, isa)
+#define graft_gemm_builtin GRAFT_ISA_CAT(graft_gemm_builtin, GRAFT_ISA_NAME)
+#define graft_gemm_serial GRAFT_ISA_CAT(graft_gemm_serial, GRAFT_ISA_NAME)
+#define graft_layernorm_forward GRAFT_ISA_CAT(graft_layernorm_forward, GRAFT_ISA_NAME)
+#define graft_layernorm_backward GRAFT_ISA_CAT(graft_layernorm_backward, GRAFT_ISA_NAME)
+#define graft_rmsnorm_forward GRAFT_ISA_CAT(graft_rmsnorm_forward, GRAFT_ISA_NAME)
+#define graft_rmsnorm_backward GRAFT_ISA_CAT(graft_rmsnorm_backward, GRAFT_ISA_NAME)
+#define graft_gelu_forward GRAFT_ISA_CAT(graft_gelu_forward, GRAFT_ISA_NAME)
+#define graft_gelu_backward GRAFT_ISA_CAT(graft_gelu_backward, GRAFT_ISA_NAME)
+#define graft_swiglu_forward GRAFT_ISA_CAT(graft_swiglu_forward, GRAFT_ISA_NAME)
+#define graft_swiglu_backward GRAFT_ISA_CAT(graft_swiglu_backward, GRAFT_ISA_NAME)
+#define graft_add GRAFT_ISA_CAT(graft_add, GRAFT_ISA_NAME)
+#define graft_acc GRAFT_ISA_CAT(graft_acc, GRAFT_ISA_NAME)
+#define graft_embed_forward GRAFT_ISA_CAT(graft_embed_forward, GRAFT_ISA_NAME)
+#define graft_embed_backward GRAFT_ISA_CAT(graft_embed_backward, GRAFT_ISA_NAME)
+#define graft_rope_forward GRAFT_ISA_CAT(graft_rope_forward, GRAFT_ISA_NAME)
+#define graft_rope_backward GRAFT_ISA_CAT(graft_rope_backward, GRAFT_ISA_NAME)
+#define graft_attention_att_size GRAFT_ISA_CAT(graft_attention_att_size, GRAFT_ISA_NAME)
+#define graft_attention_forward GRAFT_ISA_CAT(graft_attention_forward, GRAFT_ISA_NAME)
+#define graft_attention_backward GRAFT_ISA_CAT(graft_attention_backward, GRAFT_ISA_NAME)
+#define graft_attention_cached GRAFT_ISA_CAT(graft_attention_cached, GRAFT_ISA_NAME)
+#define graft_crossentropy_forward GRAFT_ISA_CAT(graft_crossentropy_forward, GRAFT_ISA_NAME)
+#define graft_crossentropy_backward GRAFT_ISA_CAT(graft_crossentropy_backward, GRAFT_ISA_NAME)
+#endif
+
+/* Kernel paths, slowest first. */
+typedef enum graft_isa {
+    GRAFT_ISA_GENERIC = 0, /* baseline compiler output, any CPU */
+    GRAFT_ISA_AVX2 = 1,    /* AVX2 + FMA + F16C */
+    GRAFT_ISA_AVX512 = 2,  /* AVX-512 F/BW/VL/DQ (+ the AVX2 set) */
+    GRAFT_ISA_COUNT = 3
+} graft_isa;
+
+/* The path the kernels run: the best this CPU supports, or the one named by
+ * the environment variable GRAFT_ISA=generic|avx2|avx512 (read once; an
+ * unknown name, or a path the CPU lacks, prints a warning on stderr and the
+ * best supported path is used), or the last graft_cpu_isa_set. */
+graft_isa graft_cpu_isa_id(void);
+/* Its name: "generic", "avx2" or "avx512". */
+const char *graft_cpu_isa(void);
+const char *graft_isa_name(graft_isa isa);
+/* Name -> path; -1 when the name is none of the three. */
+int graft_isa_parse(const char *name);
+/* 1 when this build and this CPU can run the path. */
+int graft_cpu_isa_supported(graft_isa isa);
+/* Switch every kernel to a path (tests, benchmarks); -1 (and no change)
+ * when the CPU cannot run it. Not to be called while kernels run. */
+int graft_cpu_isa_set(graft_isa isa);
+
 /* Layout of a stored weight matrix of a linear map R^K -> R^N. */
 typedef enum graft_layout {
     GRAFT_W_KN = 0, /* stored [K, N] (HF GPT-2 Conv1D): y = x W     */
@@ -38,7 +99,10 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
  * parallel region (attention's per-head products), where BLAS must not run. */
 void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
-/* exp(x) in float, about 1 ulp, written so that loops over it vectorize. */
+/* exp(x) in float, about 1 ulp, written so that loops over it vectorize
+ * (declare simd: such loops call its SIMD clones; every clone and the scalar
+ * form return the same bits, see vmath.c). */
+#pragma omp declare simd notinbranch
 float graft_vexpf(float x);
 /* Naive triple loop in double precision: the test oracle. */
 void graft_gemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A,

@@ -10,8 +10,6 @@
 #include "kernels.h"
 #include "parallel.h"
 
-#pragma omp declare simd notinbranch
-
 #define PAR_MIN_ELEMS 32768 /* below this a parallel region costs more than it saves */
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f

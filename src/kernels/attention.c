@@ -39,9 +39,6 @@
 #include <math.h>
 #include <string.h>
 
-#pragma omp declare simd notinbranch
-/* The built-in GEMM on the calling thread (gemm_builtin.c). */
-
 #define QB 64          /* query rows per block */
 #define KB 256         /* keys per tile (and the width of the scratch tile) */
 #define PAR_MIN_WORK 16384.0 /* multiply-adds below which one thread does it all */

@@ -210,21 +210,48 @@ static void transpose16(float *restrict dst, int ldd, const float *src, int lds)
         _mm512_storeu_ps(dst + (size_t)(12 + m) * ldd, _mm512_shuffle_f32x4(c1, c3, 0xDD));
     }
 }
+#define TRANSPOSE_BLOCK 16
+#define transpose_block transpose16
+#elif defined(__AVX2__) && defined(__FMA__)
+/* Transpose the 8 x 8 block src[i*lds + j] into dst[j*ldd + i]: unpack pairs
+ * of rows, gather 4 x 4 blocks per 128-bit lane, then swap the lanes. */
+static void transpose8(float *restrict dst, int ldd, const float *src, int lds) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (size_t)i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[m] (m < 4): column m of rows 0-3 in the low lane, column m+4 in the
+     * high one; u[4 + m]: the same for rows 4-7 */
+    for (int h = 0; h < 8; h += 4) {
+        u[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+        u[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+        u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        _mm256_storeu_ps(dst + (size_t)m * ldd, _mm256_permute2f128_ps(u[m], u[4 + m], 0x20));
+        _mm256_storeu_ps(dst + (size_t)(4 + m) * ldd, _mm256_permute2f128_ps(u[m], u[4 + m], 0x31));
+    }
+}
+#define TRANSPOSE_BLOCK 8
+#define transpose_block transpose8
 #endif
 
 /* rows [k0, k0+kc) x NR cols [j0, j0+nr) of op(B) -> dst[k*NR + c], zero padded. */
 static void pack_b(float *restrict dst, const float *B, int ldb, int transB, int k0, int kc, int j0,
                    int nr) {
-#if defined(__AVX512F__)
+#ifdef TRANSPOSE_BLOCK
     if (transB && nr == NR) {
         /* B stored [N, K] (nn.Linear weights): full panels are transposed in
-         * 16 x 16 register blocks, several times faster than element copies,
+         * square register blocks, several times faster than element copies,
          * which matters when M is small and packing dominates. */
         const float *src = B + (size_t)j0 * ldb + k0;
         int k = 0;
-        for (; k + 16 <= kc; k += 16)
-            for (int c = 0; c < NR; c += 16)
-                transpose16(dst + (size_t)k * NR + c, NR, src + (size_t)c * ldb + k, ldb);
+        for (; k + TRANSPOSE_BLOCK <= kc; k += TRANSPOSE_BLOCK)
+            for (int c = 0; c < NR; c += TRANSPOSE_BLOCK)
+                transpose_block(dst + (size_t)k * NR + c, NR, src + (size_t)c * ldb + k, ldb);
         for (; k < kc; k++)
             for (int c = 0; c < NR; c++) dst[(size_t)k * NR + c] = src[(size_t)c * ldb + k];
         return;

@@ -16,8 +16,6 @@
 #include <math.h>
 #include <string.h>
 
-#pragma omp declare simd notinbranch
-
 #define PAR_MIN_ELEMS 32768 /* below this a parallel region costs more than it saves */
 
 #define CE_CHUNK 2048 /* floats per chunk: stays in L1 between its two reads */

@@ -14,13 +14,18 @@
  * true value is under 1e-38, which no softmax caller can observe), results
  * between -87.5 and -87.3 are subnormal, x in (88.3, 88.72] saturates at
  * e^88.3, +inf above 88.72 (where expf overflows too), NaN stays NaN.
+ *
+ * Compiled once, with -ffp-contract=off (CMakeLists.txt): GCC emits the
+ * scalar function and a SIMD clone per instruction set (SSE, AVX, AVX2,
+ * AVX-512), which the kernels of each ISA path call, and without contraction
+ * into FMA they all compute the same operations in the same order, so a
+ * lane and the scalar tail of a loop give the same bits, and so do the
+ * generic, avx2 and avx512 paths (tests/test_isa.c).
  */
 #include "kernels.h"
 
 #include <stdint.h>
 #include <string.h>
-
-#pragma omp declare simd notinbranch
 
 #pragma omp declare simd notinbranch
 float graft_vexpf(float x) {

@@ -291,65 +291,51 @@ static const wkernels k_avx2 = {"avx2", dot4_avx2, axpy_avx2, dot4_q8_avx2};
 static const wkernels k_avx512 = {"avx512", dot4_avx512, axpy_avx512, dot4_q8_avx512};
 #endif
 
-static const wkernels *chosen; /* set once, or by graft_wmat_set_isa */
-static int use_vnni;           /* the avx512 path on a CPU with AVX-512 VNNI: Q8_0 GEMVs quantise x */
-
-static void set_chosen(const wkernels *k) {
-    int v = 0;
+/* The path follows the kernels' (isa.c: cpuid, GRAFT_ISA, graft_cpu_isa_set),
+ * so one setting moves every kernel. VNNI is the avx512 path's Q8_0 product
+ * where the CPU has AVX-512 VNNI (GRAFT_NO_VNNI=1 keeps the widening one). */
+static int vnni_cpu(void) {
+    static int v = -1;
+    int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (c < 0) {
+        c = 0;
 #ifdef WMAT_X86
-    v = k == &k_avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
-        !getenv("GRAFT_NO_VNNI");
+        __builtin_cpu_init();
+        c = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && !getenv("GRAFT_NO_VNNI");
 #endif
-    __atomic_store_n(&use_vnni, v, __ATOMIC_RELAXED);
-    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
-}
-
-static int cpu_has(const wkernels *k) {
-#ifdef WMAT_X86
-    __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-    if (k == &k_avx2) return avx2;
-    if (k == &k_avx512) return avx2 && __builtin_cpu_supports("avx512f");
-#endif
-    return k == &k_generic;
-}
-
-static const wkernels *by_name(const char *name) {
-#ifdef WMAT_X86
-    if (!strcmp(name, "avx512")) return &k_avx512;
-    if (!strcmp(name, "avx2")) return &k_avx2;
-#endif
-    return !strcmp(name, "generic") ? &k_generic : NULL;
-}
-
-/* The best path this CPU runs, or the lower one GRAFT_ISA names. Read once:
- * the answer cannot change while the process runs. */
-static const wkernels *kernels_pick(void) {
-    const wkernels *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
-    if (k) return k;
-    const char *want = getenv("GRAFT_ISA");
-    k = want ? by_name(want) : NULL;
-    if (!k || !cpu_has(k)) {
-        k = &k_generic;
-#ifdef WMAT_X86
-        if (cpu_has(&k_avx512)) k = &k_avx512;
-        else if (cpu_has(&k_avx2)) k = &k_avx2;
-#endif
+        __atomic_store_n(&v, c, __ATOMIC_RELAXED);
     }
-    set_chosen(k);
-    return k;
+    return c;
+}
+
+static const wkernels *kernels_pick(void) {
+#ifdef WMAT_X86
+    switch (graft_cpu_isa_id()) {
+    case GRAFT_ISA_AVX512: return &k_avx512;
+    case GRAFT_ISA_AVX2: return &k_avx2;
+    default: break;
+    }
+#endif
+    return &k_generic;
+}
+
+static int use_vnni_now(void) {
+#ifdef WMAT_X86
+    return kernels_pick() == &k_avx512 && vnni_cpu();
+#else
+    return 0;
+#endif
 }
 
 int graft_wmat_set_isa(const char *name) {
-    const wkernels *k = by_name(name);
-    if (!k || !cpu_has(k)) return -1;
-    set_chosen(k);
-    return 0;
+    const int isa = graft_isa_parse(name);
+    if (isa < 0 || !graft_cpu_isa_supported((graft_isa)isa)) return -1;
+    return graft_cpu_isa_set((graft_isa)isa);
 }
 
 const char *graft_wmat_isa(void) {
     const wkernels *k = kernels_pick();
-    return k == &k_generic ? "generic" : __atomic_load_n(&use_vnni, __ATOMIC_RELAXED) ? "avx512+vnni" : k->name;
+    return use_vnni_now() ? "avx512+vnni" : k->name;
 }
 
 /* ------------------------------------------------------------------ GEMV */
@@ -372,7 +358,7 @@ static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const
     const uint8_t *m = w->data;
 #ifdef WMAT_X86
     /* x quantised once for every row (the VNNI path; L <= 32768 keeps it on the stack) */
-    const int vnni = q8 && L <= 32768 && __atomic_load_n(&use_vnni, __ATOMIC_RELAXED);
+    const int vnni = q8 && L <= 32768 && use_vnni_now();
     int8_t xq[vnni ? L : 1];
     float xd[vnni ? L / Q8_BLOCK : 1];
     if (vnni) graft_q8_0_quantize(xq, xd, x, (size_t)L);

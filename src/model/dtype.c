@@ -7,6 +7,7 @@
  * graft match files written by torch bit for bit.
  */
 #include "internal.h"
+#include "kernels.h"
 
 #include <string.h>
 #include <strings.h>
@@ -17,7 +18,12 @@
 #error "graft supports little-endian hosts only"
 #endif
 
-#if defined(__AVX512F__) || defined(__F16C__) || defined(__AVX2__)
+/* The SIMD conversions are compiled for their instruction set whatever the
+ * build's baseline (target attributes) and run only when graft_cpu_isa()
+ * says the CPU has it; every path gives the same bits as the scalar code
+ * (tests/test_isa.c checks each path the machine can run). */
+#if defined(__x86_64__) || defined(__i386__)
+#define GRAFT_DTYPE_X86 1
 #include <immintrin.h>
 #endif
 
@@ -135,41 +141,173 @@ uint16_t graft_f32_to_bf16(float f) {
 /* Little-endian loads through memcpy: the source may sit at any byte offset
  * inside a mapping (safetensors does not align tensors). */
 static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline void store_u16(uint8_t *p, uint16_t h) {
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static void f16_block_scalar(float *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = graft_f16_to_f32(load_u16(src + 2 * i));
+}
+
+static void bf16_block_scalar(float *dst, const uint8_t *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = graft_bf16_to_f32(load_u16(src + 2 * i));
+}
+
+static void f16_from_f32_scalar(uint8_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) store_u16(dst + 2 * i, graft_f32_to_f16(src[i]));
+}
+
+static void bf16_from_f32_scalar(uint8_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) store_u16(dst + 2 * i, graft_f32_to_bf16(src[i]));
+}
+
+#ifdef GRAFT_DTYPE_X86
+/* F16C: vcvtph2ps is exact and quiets a NaN keeping its payload, like
+ * graft_f16_to_f32; vcvtps2ph with round-to-nearest-even is graft_f32_to_f16
+ * (NaN: quiet bit forced, top payload bits kept; f32 subnormals give +-0). */
+#define F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+__attribute__((target("avx,f16c"))) static void f16_block_f16c(float *dst, const uint8_t *src,
+                                                               size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i))));
+    f16_block_scalar(dst + i, src + 2 * i, n - i);
+}
+
+__attribute__((target("avx,f16c"))) static void f16_from_f32_f16c(uint8_t *dst, const float *src,
+                                                                  size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(void *)(dst + 2 * i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), F16_RNE));
+    f16_from_f32_scalar(dst + 2 * i, src + i, n - i);
+}
+
+__attribute__((target("avx2"))) static void bf16_block_avx2(float *dst, const uint8_t *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    }
+    bf16_block_scalar(dst + i, src + 2 * i, n - i);
+}
+
+/* graft_f32_to_bf16 on 8 lanes: NaN -> top half with the quiet bit, else
+ * ties-to-even rounding of the low 16 bits (carries may reach inf). */
+__attribute__((target("avx2"))) static inline __m256i bf16_round8(__m256i x) {
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), odd), 16);
+    const __m256i q = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+    return _mm256_blendv_epi8(r, q, nan);
+}
+
+__attribute__((target("avx2"))) static void bf16_from_f32_avx2(uint8_t *dst, const float *src,
+                                                               size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i a = bf16_round8(_mm256_castps_si256(_mm256_loadu_ps(src + i)));
+        const __m256i b = bf16_round8(_mm256_castps_si256(_mm256_loadu_ps(src + i + 8)));
+        /* lanes hold 0..0xffff: the saturating pack is exact; it interleaves
+         * 128-bit halves, which the permute puts back in order */
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 2 * i), p);
+    }
+    bf16_from_f32_scalar(dst + 2 * i, src + i, n - i);
+}
+
+__attribute__((target("avx512f"))) static void f16_block_avx512(float *dst, const uint8_t *src,
+                                                                size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i))));
+    f16_block_scalar(dst + i, src + 2 * i, n - i);
+}
+
+__attribute__((target("avx512f"))) static void f16_from_f32_avx512(uint8_t *dst, const float *src,
+                                                                   size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 2 * i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), F16_RNE));
+    f16_from_f32_scalar(dst + 2 * i, src + i, n - i);
+}
+
+__attribute__((target("avx512f"))) static void bf16_block_avx512(float *dst, const uint8_t *src,
+                                                                 size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+    bf16_block_scalar(dst + i, src + 2 * i, n - i);
+}
+
+/* Not AVX512_BF16's vcvtneps2bf16: it flushes subnormal inputs to zero,
+ * which torch's rounding (and graft_f32_to_bf16) does not. */
+__attribute__((target("avx512f"))) static void bf16_from_f32_avx512(uint8_t *dst, const float *src,
+                                                                    size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i x = _mm512_castps_si512(_mm512_loadu_ps(src + i));
+        const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7fffffff)),
+                                                      _mm512_set1_epi32(0x7f800000));
+        const __m512i hi = _mm512_srli_epi32(x, 16);
+        const __m512i odd = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd), 16);
+        r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+        _mm256_storeu_si256((__m256i *)(void *)(dst + 2 * i), _mm512_cvtepi32_epi16(r));
+    }
+    bf16_from_f32_scalar(dst + 2 * i, src + i, n - i);
+}
+#endif /* GRAFT_DTYPE_X86 */
 
 static void f16_block(float *dst, const uint8_t *src, size_t n) {
-    size_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 16 <= n; i += 16) {
-        __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i));
-        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
+#ifdef GRAFT_DTYPE_X86
+    switch (graft_cpu_isa_id()) {
+    case GRAFT_ISA_AVX512: f16_block_avx512(dst, src, n); return;
+    case GRAFT_ISA_AVX2: f16_block_f16c(dst, src, n); return;
+    default: break;
     }
 #endif
-#if defined(__F16C__)
-    for (; i + 8 <= n; i += 8) {
-        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-    }
-#endif
-    for (; i < n; i++) dst[i] = graft_f16_to_f32(load_u16(src + 2 * i));
+    f16_block_scalar(dst, src, n);
 }
 
 static void bf16_block(float *dst, const uint8_t *src, size_t n) {
-    size_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 16 <= n; i += 16) {
-        __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(src + 2 * i));
-        __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
-        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(w));
+#ifdef GRAFT_DTYPE_X86
+    switch (graft_cpu_isa_id()) {
+    case GRAFT_ISA_AVX512: bf16_block_avx512(dst, src, n); return;
+    case GRAFT_ISA_AVX2: bf16_block_avx2(dst, src, n); return;
+    default: break;
     }
 #endif
-#if defined(__AVX2__)
-    for (; i + 8 <= n; i += 8) {
-        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i));
-        __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(w));
+    bf16_block_scalar(dst, src, n);
+}
+
+void graft_convert_from_f32(void *dst, const float *src, graft_dtype dt, size_t n) {
+    uint8_t *d = dst;
+    if (dt == GRAFT_F32) {
+        memcpy(d, src, n * 4);
+        return;
+    }
+    const int bf = dt == GRAFT_BF16;
+    if (!bf && dt != GRAFT_F16) return; /* integer dtypes: not a float storage type */
+#ifdef GRAFT_DTYPE_X86
+    switch (graft_cpu_isa_id()) {
+    case GRAFT_ISA_AVX512:
+        if (bf) bf16_from_f32_avx512(d, src, n);
+        else f16_from_f32_avx512(d, src, n);
+        return;
+    case GRAFT_ISA_AVX2:
+        if (bf) bf16_from_f32_avx2(d, src, n);
+        else f16_from_f32_f16c(d, src, n);
+        return;
+    default: break;
     }
 #endif
-    for (; i < n; i++) dst[i] = graft_bf16_to_f32(load_u16(src + 2 * i));
+    if (bf) bf16_from_f32_scalar(d, src, n);
+    else f16_from_f32_scalar(d, src, n);
 }
 
 void graft_convert_to_f32(float *dst, const void *src, graft_dtype dt, size_t n) {

@@ -278,8 +278,7 @@ static graft_status write_tensor(FILE *fp, const char *tmp_path, const float *x,
     uint16_t buf[4096];
     for (size_t i = 0; i < n;) {
         size_t k = n - i < 4096 ? n - i : 4096;
-        for (size_t j = 0; j < k; j++)
-            buf[j] = type == GGUF_T_F16 ? graft_f32_to_f16(x[i + j]) : graft_f32_to_bf16(x[i + j]);
+        graft_convert_from_f32(buf, x + i, type == GGUF_T_F16 ? GRAFT_F16 : GRAFT_BF16, k);
         GRAFT_TRY(write_all(fp, tmp_path, buf, k * 2));
         i += k;
     }

@@ -849,12 +849,8 @@ graft_status graft_st_write(const char *path, const graft_st_write_item *items, 
             if (ne) memcpy(p, it->data, ne * 4);
             p += ne * 4;
         } else {
-            for (size_t k = 0; k < ne; k++) {
-                uint16_t h = it->dtype == GRAFT_F16 ? graft_f32_to_f16(it->data[k]) : graft_f32_to_bf16(it->data[k]);
-                p[0] = (uint8_t)h;
-                p[1] = (uint8_t)(h >> 8);
-                p += 2;
-            }
+            graft_convert_from_f32(p, it->data, it->dtype, ne); /* F16 or BF16, little-endian */
+            p += ne * 2;
         }
     }
     st = graft_write_file_atomic(path, out, total);
