@@ -143,7 +143,7 @@ int main(int argc, char **argv) {
     cpu_line();
     for (int t = 1; t <= threads; t = t == threads ? threads + 1 : threads) {
         bandwidth(t);
-        if (strcmp(graft_gemm_backend(), "builtin")) sgemm(graft_gemm_backend(), graft_gemm, t);
+        if (graft_gemm_has_blas()) sgemm("openblas", graft_gemm_blas, t);
         const graft_isa start = graft_cpu_isa_id();
         for (int i = 0; i < GRAFT_ISA_COUNT; i++) {
             if (getenv("GRAFT_ISA") ? i != (int)start : graft_cpu_isa_set((graft_isa)i) != 0) continue;

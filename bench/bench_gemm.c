@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
 
     printf("bench_gemm: K=%d N=%d, %d threads, backend %s, kernel path %s; GFLOP/s (best / median of %d)\n",
            K, N, graft_get_threads(), graft_gemm_backend(), graft_isa_name(start), RUNS);
-    printf("%-6s %5s  %-22s", "layout", "M", "graft_gemm");
+    printf("%-6s %5s  %-22s", "layout", "M", graft_gemm_has_blas() ? "OpenBLAS" : "graft_gemm");
     for (int p = 0; p < np; p++) {
         char h[40];
         snprintf(h, sizeof h, "builtin %s", graft_isa_name(paths[p]));
@@ -130,7 +130,8 @@ int main(int argc, char **argv) {
             const int M = Ms[mi];
             double b = 0, m = 0;
             graft_cpu_isa_set(start);
-            ok &= bench_one("graft_gemm", graft_gemm, A, B, C, M, N, K, transB, ref_row, &b, &m);
+            ok &= bench_one("graft_gemm", graft_gemm_has_blas() ? graft_gemm_blas : graft_gemm, A, B, C, M, N, K,
+                            transB, ref_row, &b, &m);
             printf("%-6s %5d  %8.1f / %-11.1f", transB ? "NK" : "KN", M, b, m);
             for (int p = 0; p < np; p++) {
                 graft_cpu_isa_set(paths[p]);

@@ -92,6 +92,15 @@ typedef enum graft_layout {
  * A is M x K after op, B is K x N after op. lda/ldb/ldc are row strides. */
 void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
+/* 1 when graft_gemm hands products of several rows to BLAS, 0 when the
+ * built-in GEMM runs them (no BLAS compiled in, the AVX-512 path, or
+ * GRAFT_GEMM=builtin; gemm.c says why). */
+int graft_gemm_uses_blas(void);
+/* BLAS's sgemm itself (the built-in GEMM when no BLAS is compiled in), for
+ * the benchmarks that time both; graft_gemm_has_blas: 1 when compiled in. */
+void graft_gemm_blas(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc);
+int graft_gemm_has_blas(void);
 /* The built-in blocked GEMM (used when no BLAS is compiled in; tests compare both). */
 void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc);

@@ -3,6 +3,7 @@
  * BLAS, and the name of the GEMM backend compiled in.
  */
 #include "internal.h"
+#include "kernels.h"
 
 #include <unistd.h>
 
@@ -46,10 +47,4 @@ int graft_get_threads(void) {
 #endif
 }
 
-const char *graft_gemm_backend(void) {
-#ifdef GRAFT_USE_OPENBLAS
-    return "openblas";
-#else
-    return "builtin";
-#endif
-}
+const char *graft_gemm_backend(void) { return graft_gemm_uses_blas() ? "openblas" : "builtin"; }

@@ -11,6 +11,30 @@
 #ifdef GRAFT_USE_OPENBLAS
 #include <cblas.h>
 #endif
+#include <stdlib.h>
+#include <string.h>
+
+/* Which GEMM runs the products of several rows. Where the built-in GEMM
+ * runs its AVX-512 kernels it beats OpenBLAS 0.3.21 on the 2-core EPYC these
+ * figures come from (1024^3: 262-286 GFLOP/s against 185-202; K=768,
+ * N=3072, M=256: 186 against 104; bench/README.md), so it runs there; on the
+ * AVX2 path OpenBLAS is 7-13% ahead at M=64 and keeps those products.
+ * GRAFT_GEMM=openblas|builtin decides instead (benchmarks, comparisons). */
+int graft_gemm_uses_blas(void) {
+#ifdef GRAFT_USE_OPENBLAS
+    static int forced = -2;
+    int f = __atomic_load_n(&forced, __ATOMIC_RELAXED);
+    if (f == -2) {
+        const char *e = getenv("GRAFT_GEMM");
+        f = e && !strcmp(e, "openblas") ? 1 : e && !strcmp(e, "builtin") ? 0 : -1;
+        __atomic_store_n(&forced, f, __ATOMIC_RELAXED);
+    }
+    if (f >= 0) return f;
+    return graft_cpu_isa_id() != GRAFT_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
 
 void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
@@ -39,10 +63,37 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
         graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    if (!graft_gemm_uses_blas()) {
+        graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                 transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
     graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+void graft_gemm_blas(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc) {
+#ifdef GRAFT_USE_OPENBLAS
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                A, lda, B, ldb, beta, C, ldc);
+#else
+    graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
+
+int graft_gemm_has_blas(void) {
+#ifdef GRAFT_USE_OPENBLAS
+    return 1;
+#else
+    return 0;
 #endif
 }
 
