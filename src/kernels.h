@@ -161,12 +161,9 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
 /* graft_embed_forward with a stored token embedding. */
 void graft_embed_forward_w(float *out, const int *ids, const int *pos, graft_wmat wte, const float *wpe, int T,
                            int C);
-/* The instruction set the stored-weight kernels run on: "avx512", "avx2" or
- * "generic" (GRAFT_ISA=avx2|generic forces a lower one). */
+/* The path the stored-weight kernels run: the kernels' path (graft_cpu_isa),
+ * "avx512+vnni" where Q8_0 products use AVX-512 VNNI. */
 const char *graft_wmat_isa(void);
-/* Switch those kernels to a path by name (tests compare every path the CPU
- * runs); -1 when unknown or this CPU lacks it. */
-int graft_wmat_set_isa(const char *name);
 
 /* ------------------------------------------------------------------ norms */
 

@@ -9,6 +9,7 @@
 #define GRAFT_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,31 @@ static inline const char *test_shared_dir(void) {
         fputc('\n', stderr);                                                             \
         exit(77);                                                                        \
     } while (0)
+
+/* The tests' random numbers: xorshift64, deterministic, one sequence per
+ * seed (test_seed), so every run checks the same values. */
+static uint64_t test_rng = 0x9E3779B97F4A7C15ull;
+static inline void test_seed(uint64_t seed) { test_rng = seed; }
+static inline uint64_t test_rand64(void) {
+    test_rng ^= test_rng << 13;
+    test_rng ^= test_rng >> 7;
+    test_rng ^= test_rng << 17;
+    return test_rng;
+}
+static inline double test_urand(void) { return (double)(test_rand64() >> 11) * 0x1.0p-53; } /* [0, 1) */
+static inline float test_frand(float lo, float hi) { return lo + (hi - lo) * (float)test_urand(); }
+
+#ifdef GRAFT_INTERNAL_H
+/* n zeroed floats on a 64-byte line; a test that cannot allocate stops. */
+static inline float *test_falloc(size_t n) {
+    float *p = graft_calloc_aligned((n ? n : 1) * sizeof(float));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+#endif
 
 static inline int test_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, t_pass, t_fail);

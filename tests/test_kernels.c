@@ -27,23 +27,6 @@ float graft_vexpf(float x);
 
 /* ------------------------------------------------------------------ helpers */
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double urand(void) { /* [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * 0x1.0p-53;
-}
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)urand(); }
-
-static float *falloc(size_t n) {
-    float *p = graft_calloc_aligned((n ? n : 1) * sizeof(float));
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
 static double *dalloc(size_t n) {
     double *p = calloc(n ? n : 1, sizeof(double));
     if (!p) {
@@ -55,7 +38,7 @@ static double *dalloc(size_t n) {
 /* Random floats in [lo, hi) into f, with an exact double copy in d (if any). */
 static void fill(float *f, double *d, size_t n, float lo, float hi) {
     for (size_t i = 0; i < n; i++) {
-        f[i] = frand(lo, hi);
+        f[i] = test_frand(lo, hi);
         if (d) d[i] = f[i];
     }
 }
@@ -213,14 +196,14 @@ static double lin_loss(void *vc) {
 
 static void test_linear_grad(int layout, int with_bias) {
     const int M = 4, K = 6, N = 5;
-    float *x = falloc(M * K), *w = falloc(K * N), *b = falloc(N), *R = falloc(M * N);
+    float *x = test_falloc(M * K), *w = test_falloc(K * N), *b = test_falloc(N), *R = test_falloc(M * N);
     double *xd = dalloc(M * K), *wd = dalloc(K * N), *bd = dalloc(N);
     fill(x, xd, M * K, -1, 1);
     fill(w, wd, K * N, -1, 1);
     fill(b, bd, N, -1, 1);
     fill(R, NULL, M * N, -1, 1);
-    float *dx = falloc(M * K), *dw = falloc(K * N), *db = falloc(N);
-    float *dx0 = falloc(M * K), *dw0 = falloc(K * N), *db0 = falloc(N);
+    float *dx = test_falloc(M * K), *dw = test_falloc(K * N), *db = test_falloc(N);
+    float *dx0 = test_falloc(M * K), *dw0 = test_falloc(K * N), *db0 = test_falloc(N);
     fill(dx0, NULL, M * K, -1, 1);
     fill(dw0, NULL, K * N, -1, 1);
     fill(db0, NULL, N, -1, 1);
@@ -289,14 +272,14 @@ static double norm_loss(void *vc) {
 static void test_norm(int rms, int T, int C, size_t max_checks) {
     const size_t n = (size_t)T * C;
     const float eps = 1e-5f;
-    float *x = falloc(n), *w = falloc(C), *b = falloc(C), *R = falloc(n), *out = falloc(n);
-    float *mean = falloc(T), *rstd = falloc(T);
+    float *x = test_falloc(n), *w = test_falloc(C), *b = test_falloc(C), *R = test_falloc(n), *out = test_falloc(n);
+    float *mean = test_falloc(T), *rstd = test_falloc(T);
     double *xd = dalloc(n), *wd = dalloc(C), *bd = dalloc(C);
     /* rows with an offset mean and spread scales exercise the centering */
     for (int t = 0; t < T; t++) {
-        const float off = frand(-2, 2), sc = frand(0.2f, 3.0f);
+        const float off = test_frand(-2, 2), sc = test_frand(0.2f, 3.0f);
         for (int i = 0; i < C; i++) {
-            x[(size_t)t * C + i] = off + sc * frand(-1, 1);
+            x[(size_t)t * C + i] = off + sc * test_frand(-1, 1);
             xd[(size_t)t * C + i] = x[(size_t)t * C + i];
         }
     }
@@ -318,13 +301,13 @@ static void test_norm(int rms, int T, int C, size_t max_checks) {
         check_close(what, mean, c.mean, T, 1e-6, 1e-7);
     }
     /* saved statistics are optional */
-    float *out2 = falloc(n);
+    float *out2 = test_falloc(n);
     if (rms) graft_rmsnorm_forward(out2, NULL, x, w, T, C, eps);
     else graft_layernorm_forward(out2, NULL, NULL, x, w, b, T, C, eps);
     CHECK(memcmp(out, out2, n * sizeof(float)) == 0);
 
-    float *dx = falloc(n), *dw = falloc(C), *db = falloc(C);
-    float *dx0 = falloc(n), *dw0 = falloc(C), *db0 = falloc(C);
+    float *dx = test_falloc(n), *dw = test_falloc(C), *db = test_falloc(C);
+    float *dx0 = test_falloc(n), *dw0 = test_falloc(C), *db0 = test_falloc(C);
     fill(dx0, NULL, n, -1, 1);
     fill(dw0, NULL, C, -1, 1);
     fill(db0, NULL, C, -1, 1);
@@ -346,8 +329,8 @@ static void test_norm(int rms, int T, int C, size_t max_checks) {
     /* weight gradients are split by column, never by row: the bits must not
      * depend on the thread count */
     if (n > 40000) {
-        float *dwa = falloc(C), *dwb = falloc(C), *dba = falloc(C), *dbb = falloc(C);
-        float *dxa = falloc(n), *dxb = falloc(n);
+        float *dwa = test_falloc(C), *dwb = test_falloc(C), *dba = test_falloc(C), *dbb = test_falloc(C);
+        float *dxa = test_falloc(n), *dxb = test_falloc(n);
         const int saved = graft_get_threads();
         graft_set_threads(1);
         if (rms) graft_rmsnorm_backward(dxa, dwa, R, x, w, rstd, T, C);
@@ -395,7 +378,7 @@ static double swiglu_loss(void *vc) {
 }
 
 static void test_gelu(size_t n, size_t max_checks) {
-    float *x = falloc(n), *out = falloc(n), *R = falloc(n), *dx = falloc(n), *dx0 = falloc(n);
+    float *x = test_falloc(n), *out = test_falloc(n), *R = test_falloc(n), *dx = test_falloc(n), *dx0 = test_falloc(n);
     double *xd = dalloc(n), *ref = dalloc(n);
     fill(x, xd, n, -7, 7);
     if (n > 4) { /* the edges of the interesting range, exactly */
@@ -422,8 +405,8 @@ static void test_gelu(size_t n, size_t max_checks) {
 }
 
 static void test_swiglu(size_t n, size_t max_checks) {
-    float *g = falloc(n), *u = falloc(n), *out = falloc(n), *R = falloc(n);
-    float *dg = falloc(n), *du = falloc(n), *dg0 = falloc(n), *du0 = falloc(n);
+    float *g = test_falloc(n), *u = test_falloc(n), *out = test_falloc(n), *R = test_falloc(n);
+    float *dg = test_falloc(n), *du = test_falloc(n), *dg0 = test_falloc(n), *du0 = test_falloc(n);
     double *gd = dalloc(n), *ud = dalloc(n), *ref = dalloc(n);
     fill(g, gd, n, -9, 9);
     fill(u, ud, n, -2, 2);
@@ -446,7 +429,7 @@ static void test_swiglu(size_t n, size_t max_checks) {
         check_grad(what, swiglu_loss, &c, ud, n, du, du0, rep, max_checks);
     }
     /* either gradient alone */
-    float *dg1 = falloc(n), *du1 = falloc(n);
+    float *dg1 = test_falloc(n), *du1 = test_falloc(n);
     graft_swiglu_backward(dg1, NULL, R, g, u, n);
     graft_swiglu_backward(NULL, du1, R, g, u, n);
     int bad = 0;
@@ -503,13 +486,13 @@ static void test_rope(int interleaved, int T, int H, int D, size_t max_checks) {
     const size_t n = (size_t)T * ld;
     int *pos = malloc(sizeof(int) * T);
     for (int t = 0; t < T; t++) pos[t] = t < 5 ? (int[]){0, 3, 7, 100, 2047}[t] : (t * 37) % 300;
-    float *x = falloc(n), *R = falloc(n), *g = falloc(n);
+    float *x = test_falloc(n), *R = test_falloc(n), *g = test_falloc(n);
     double *xd = dalloc(n);
     fill(x, xd, n, -1, 1);
     fill(R, NULL, n, -1, 1);
     rope_ctx c = {xd, R, pos, T, H, D, ld, interleaved, 10000.0, dalloc(n)};
     rope_ref(&c);
-    float *y = falloc(n);
+    float *y = test_falloc(n);
     memcpy(y, x, n * sizeof(float));
     graft_rope_forward(y, ld, pos, T, H, D, 10000.0f, interleaved);
     /* the kernel rounds angles to float like HF and llama2.c: at position p
@@ -540,7 +523,7 @@ static void test_rope(int interleaved, int T, int H, int D, size_t max_checks) {
     char what[64];
     snprintf(what, sizeof what, "rope(interleaved=%d) dx", interleaved);
     /* check only the head columns: zero the gap in a copy of g */
-    float *gh = falloc(n);
+    float *gh = test_falloc(n);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < H * D; i++) gh[(size_t)t * ld + i] = g[(size_t)t * ld + i];
     check_grad(what, rope_loss, &c, xd, n, gh, NULL, 1, max_checks);
@@ -633,7 +616,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         ldq = ldkv = W;
         nq = (size_t)T * W;
         nkv = 0;
-        bufq = falloc(nq);
+        bufq = test_falloc(nq);
         bufk = bufv = NULL;
         dq_ = dalloc(nq);
         dk_ = dv_ = NULL;
@@ -645,7 +628,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         ldkv = KV * D;
         nq = (size_t)T * HD;
         nkv = (size_t)T * KV * D;
-        bufq = falloc(nq); bufk = falloc(nkv); bufv = falloc(nkv);
+        bufq = test_falloc(nq); bufk = test_falloc(nkv); bufv = test_falloc(nkv);
         dq_ = dalloc(nq); dk_ = dalloc(nkv); dv_ = dalloc(nkv);
         fill(bufq, dq_, nq, -amp, amp);
         fill(bufk, dk_, nkv, -amp, amp);
@@ -665,13 +648,13 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
                     }
         }
     }
-    float *R = falloc((size_t)T * HD), *out = falloc((size_t)T * HD);
+    float *R = test_falloc((size_t)T * HD), *out = test_falloc((size_t)T * HD);
     fill(R, NULL, (size_t)T * HD, -1, 1);
     const size_t asz = graft_attention_att_size(&seqs, H);
     size_t want_asz = 0;
     for (int s = 0; s < nseq; s++) want_asz += (size_t)H * lens[s] * lens[s];
     CHECK(asz == want_asz);
-    float *att = falloc(asz);
+    float *att = test_falloc(asz);
     for (size_t i = 0; i < asz; i++) att[i] = NAN; /* every entry must be written */
     attn_ctx c = {qd, kd, vd, ldq, ldkv, R, &seqs, H, KV, D, dalloc((size_t)T * HD), dalloc(asz)};
     attn_ref(&c);
@@ -687,7 +670,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
     check_close(what, att, c.att, asz, 1e-5 * sharp, 1e-7 * sharp);
     /* without att (the online-softmax path) the output is the same up to
      * rounding */
-    float *out2 = falloc((size_t)T * HD);
+    float *out2 = test_falloc((size_t)T * HD);
     graft_attention_forward(out2, NULL, q, ldq, k, v, ldkv, &seqs, H, KV, D, 0);
     snprintf(what, sizeof what, "attention(H=%d KV=%d T=%d) out without att", H, KV, T);
     check_close(what, out2, c.out, (size_t)T * HD, 1e-5 * sharp, 2e-6 * sharp);
@@ -695,14 +678,14 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
     /* backward into gradient buffers shaped like q/k/v, starting non-zero */
     float *gq, *gk, *gv, *g0q = NULL, *g0k = NULL, *g0v = NULL, *gbufq, *gbufk = NULL, *gbufv = NULL;
     if (fused) {
-        gbufq = falloc(nq);
-        g0q = falloc(nq);
+        gbufq = test_falloc(nq);
+        g0q = test_falloc(nq);
         fill(g0q, NULL, nq, -1, 1);
         memcpy(gbufq, g0q, nq * sizeof(float));
         gq = gbufq; gk = gbufq + HD; gv = gbufq + HD + KV * D;
     } else {
-        gbufq = falloc(nq); gbufk = falloc(nkv); gbufv = falloc(nkv);
-        g0q = falloc(nq); g0k = falloc(nkv); g0v = falloc(nkv);
+        gbufq = test_falloc(nq); gbufk = test_falloc(nkv); gbufv = test_falloc(nkv);
+        g0q = test_falloc(nq); g0k = test_falloc(nkv); g0v = test_falloc(nkv);
         fill(g0q, NULL, nq, -1, 1);
         fill(g0k, NULL, nkv, -1, 1);
         fill(g0v, NULL, nkv, -1, 1);
@@ -735,7 +718,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
     for (int sp = 0; sp < 3; sp++) {
         const int past = splits[sp][0], n_new = splits[sp][1];
         if (n_new <= 0) continue;
-        float *oc = falloc((size_t)n_new * HD);
+        float *oc = test_falloc((size_t)n_new * HD);
         graft_attention_cached(oc, q + (size_t)(r0 + past) * ldq, ldq, k + (size_t)r0 * ldkv,
                                v + (size_t)r0 * ldkv, ldkv, past, n_new, H, KV, D);
         int bad = 0;
@@ -754,7 +737,7 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         int minlen = lens[0];
         for (int s = 1; s < nseq; s++) minlen = lens[s] < minlen ? lens[s] : minlen;
         const int from = minlen / 2 + 1 < minlen ? minlen / 2 + 1 : minlen - 1;
-        float *o3 = falloc((size_t)T * HD), *a3 = falloc(asz);
+        float *o3 = test_falloc((size_t)T * HD), *a3 = test_falloc(asz);
         for (size_t i = 0; i < (size_t)T * HD; i++) o3[i] = 7.0f;
         memcpy(a3, att, asz * sizeof(float));
         graft_attention_forward(o3, a3, q, ldq, k, v, ldkv, &seqs, H, KV, D, from);
@@ -769,12 +752,12 @@ static void test_attention(const int *lens, int nseq, int H, int KV, int D, int 
         CHECK_MSG(bad_new == 0 && bad_old == 0, "attention from %d (T=%d): %d recomputed rows differ, %d earlier changed",
                   from, T, bad_new, bad_old);
         /* gradients: the full backward of a loss on rows >= from only */
-        float *Rs = falloc((size_t)T * HD);
+        float *Rs = test_falloc((size_t)T * HD);
         memcpy(Rs, R, (size_t)T * HD * sizeof(float));
         for (int s = 0; s < nseq; s++)
             for (int t = 0; t < from; t++) memset(Rs + (size_t)(start[s] + t) * HD, 0, (size_t)HD * sizeof(float));
         const size_t nb = fused ? nq : nq + 2 * nkv;
-        float *full = falloc(nb), *part = falloc(nb);
+        float *full = test_falloc(nb), *part = test_falloc(nb);
         memset(full, 0, nb * sizeof(float));
         for (size_t i = 0; i < nb; i++) part[i] = 3.0f;
         float *fq = full, *pq = part;
@@ -851,8 +834,8 @@ static void test_embedding(int T, int C, int V, int n_ctx, int with_wpe, size_t 
         pos[t] = (t * 5) % n_ctx;
     }
     ids[0] = V - 1; /* the last row of the table too */
-    float *wte = falloc((size_t)V * C), *wpe = falloc((size_t)n_ctx * C), *R = falloc((size_t)T * C);
-    float *out = falloc((size_t)T * C);
+    float *wte = test_falloc((size_t)V * C), *wpe = test_falloc((size_t)n_ctx * C), *R = test_falloc((size_t)T * C);
+    float *out = test_falloc((size_t)T * C);
     double *wted = dalloc((size_t)V * C), *wped = dalloc((size_t)n_ctx * C);
     fill(wte, wted, (size_t)V * C, -1, 1);
     fill(wpe, wped, (size_t)n_ctx * C, -1, 1);
@@ -867,8 +850,8 @@ static void test_embedding(int T, int C, int V, int n_ctx, int with_wpe, size_t 
         }
     CHECK_MSG(bad == 0, "embedding forward (wpe=%d): %d entries wrong", with_wpe, bad);
 
-    float *dwte = falloc((size_t)V * C), *dwpe = falloc((size_t)n_ctx * C);
-    float *dwte0 = falloc((size_t)V * C), *dwpe0 = falloc((size_t)n_ctx * C);
+    float *dwte = test_falloc((size_t)V * C), *dwpe = test_falloc((size_t)n_ctx * C);
+    float *dwte0 = test_falloc((size_t)V * C), *dwpe0 = test_falloc((size_t)n_ctx * C);
     fill(dwte0, NULL, (size_t)V * C, -1, 1);
     fill(dwpe0, NULL, (size_t)n_ctx * C, -1, 1);
     memcpy(dwte, dwte0, sizeof(float) * V * C);
@@ -887,7 +870,7 @@ static void test_embedding(int T, int C, int V, int n_ctx, int with_wpe, size_t 
     if (!with_wpe) CHECK(memcmp(dwpe, dwpe0, sizeof(float) * n_ctx * C) == 0);
     /* a frozen token table: only dwpe */
     if (with_wpe) {
-        float *d2 = falloc((size_t)n_ctx * C);
+        float *d2 = test_falloc((size_t)n_ctx * C);
         graft_embed_backward(NULL, d2, R, ids, pos, T, C);
         bad = 0;
         for (size_t i = 0; i < (size_t)n_ctx * C; i++)
@@ -930,7 +913,7 @@ static void test_crossentropy(int T, int V, float spread, size_t max_checks) {
     for (int t = 0; t < T; t++) target[t] = (t % 3 == 1) ? -1 : (int)((t * 7919u + 3) % (unsigned)V);
     target[0] = V - 1;
     const size_t n = (size_t)T * V;
-    float *x = falloc(n), *loss = falloc(T), *dl = falloc(T), *g = falloc(n), *g2 = falloc(n);
+    float *x = test_falloc(n), *loss = test_falloc(T), *dl = test_falloc(T), *g = test_falloc(n), *g2 = test_falloc(n);
     double *xd = dalloc(n), *ref = dalloc(T);
     fill(x, xd, n, -spread, spread);
     fill(dl, NULL, T, 0.2f, 1.5f);
@@ -973,7 +956,7 @@ static void test_crossentropy(int T, int V, float spread, size_t max_checks) {
 /* ------------------------------------------------------------------ add / acc */
 
 static void test_elementwise(size_t n) {
-    float *a = falloc(n), *b = falloc(n), *o = falloc(n), *a2 = falloc(n);
+    float *a = test_falloc(n), *b = test_falloc(n), *o = test_falloc(n), *a2 = test_falloc(n);
     fill(a, NULL, n, -3, 3);
     fill(b, NULL, n, -3, 3);
     memcpy(a2, a, n * sizeof(float));

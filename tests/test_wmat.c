@@ -21,16 +21,10 @@
 #include <stdint.h>
 #include <unistd.h>
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static float frand(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
 /* A stored matrix of R x L elements and its exact f32 widening. */
 static void make_matrix(uint16_t *h, float *f, size_t n, int bf16) {
     for (size_t i = 0; i < n; i++) {
-        const float v = frand();
+        const float v = test_frand(-1.0f, 1.0f);
         h[i] = bf16 ? graft_f32_to_bf16(v) : graft_f32_to_f16(v);
         f[i] = bf16 ? graft_bf16_to_f32(h[i]) : graft_f16_to_f32(h[i]);
     }
@@ -60,10 +54,10 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     memcpy(hs, tmp, nw * 2);
     float *f32 = malloc(nw * sizeof(float)); /* the widened matrix as an f32 view: the same products */
     memcpy(f32, f, nw * sizeof(float));
-    for (int i = 0; i < M * K; i++) x[i] = frand();
-    for (int i = 0; i < N; i++) b[i] = frand();
-    for (int i = 0; i < M * N; i++) dy[i] = frand(), y[i] = NAN;
-    for (int i = 0; i < M * K; i++) dx[i] = dxr[i] = frand();
+    for (int i = 0; i < M * K; i++) x[i] = test_frand(-1.0f, 1.0f);
+    for (int i = 0; i < N; i++) b[i] = test_frand(-1.0f, 1.0f);
+    for (int i = 0; i < M * N; i++) dy[i] = test_frand(-1.0f, 1.0f), y[i] = NAN;
+    for (int i = 0; i < M * K; i++) dx[i] = dxr[i] = test_frand(-1.0f, 1.0f);
     const graft_wmat w = {hs, bf16 ? GRAFT_BF16 : GRAFT_F16, 0};
 
     graft_linear_forward_w(y, x, w, b, M, K, N, layout);
@@ -81,6 +75,14 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     CHECK_MSG(e32 < 2e-5, "%s F32 %s forward M=%d K=%d N=%d: error %g", isa, layout == GRAFT_W_KN ? "KN" : "NK", M, K,
               N, e32);
     free(y32), free(f32);
+    /* the stored [K][N] as the transposed view of a [N, K] parameter, widened */
+    float *t = malloc(nw * sizeof(float));
+    graft_wmat_to_f32(t, (graft_wmat){hs, w.dtype, 1}, (size_t)N, (size_t)K);
+    int bad = 0;
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) bad += t[(size_t)n * K + k] != f[(size_t)k * N + n];
+    CHECK_MSG(bad == 0, "graft_wmat_to_f32 %s transposed %dx%d: %d entries differ", bf16 ? "BF16" : "F16", K, N, bad);
+    free(t);
 
     graft_linear_backward_dx_w(dx, dy, w, M, K, N, layout);
     if (layout == GRAFT_W_KN)
@@ -100,17 +102,17 @@ static void test_q8(const char *isa, int M, int K, int N) {
     const size_t nb = (size_t)N * (K / 32), bytes = nb * 34;
     uint8_t *q = malloc(bytes + 1), *qs = q + 1; /* odd address: GGUF aligns tensors, but rows need not be */
     for (size_t b = 0; b < nb; b++) {
-        const uint16_t d = graft_f32_to_f16(0.01f + 0.02f * fabsf(frand()));
+        const uint16_t d = graft_f32_to_f16(0.01f + 0.02f * fabsf(test_frand(-1.0f, 1.0f)));
         memcpy(qs + b * 34, &d, 2);
-        for (int k = 0; k < 32; k++) qs[b * 34 + 2 + k] = (uint8_t)(int8_t)(frand() * 127.0f);
+        for (int k = 0; k < 32; k++) qs[b * 34 + 2 + k] = (uint8_t)(int8_t)(test_frand(-1.0f, 1.0f) * 127.0f);
     }
     float *f = malloc((size_t)N * K * sizeof(float)), *ft = malloc((size_t)N * K * sizeof(float));
     graft_q8_0_to_f32(f, qs, (size_t)N * K); /* [N][K] */
     float *x = malloc((size_t)M * K * sizeof(float)), *y = malloc((size_t)M * N * sizeof(float)),
           *yr = malloc((size_t)M * N * sizeof(float)), *dy = malloc((size_t)M * N * sizeof(float)),
           *dx = malloc((size_t)M * K * sizeof(float)), *dxr = malloc((size_t)M * K * sizeof(float));
-    for (int i = 0; i < M * K; i++) x[i] = frand(), dx[i] = dxr[i] = frand();
-    for (int i = 0; i < M * N; i++) dy[i] = frand();
+    for (int i = 0; i < M * K; i++) x[i] = test_frand(-1.0f, 1.0f), dx[i] = dxr[i] = test_frand(-1.0f, 1.0f);
+    for (int i = 0; i < M * N; i++) dy[i] = test_frand(-1.0f, 1.0f);
     for (int tr = 0; tr < 2; tr++) {
         /* tr = 0: parameter [N, K] (NK) stored as is; tr = 1: parameter [K, N] (KN) stored transposed */
         const graft_wmat w = {qs, GRAFT_WMAT_Q8_0, tr};
@@ -159,7 +161,7 @@ static void test_embed(int bf16) {
     float *f = malloc((size_t)V * C * sizeof(float)), *wpe = malloc((size_t)T * C * sizeof(float));
     float *o = malloc((size_t)T * C * sizeof(float)), *r = malloc((size_t)T * C * sizeof(float));
     make_matrix(h, f, (size_t)V * C, bf16);
-    for (int i = 0; i < T * C; i++) wpe[i] = frand();
+    for (int i = 0; i < T * C; i++) wpe[i] = test_frand(-1.0f, 1.0f);
     const int ids[6] = {0, 36, 5, 5, 17, 1};
     graft_embed_forward_w(o, ids, NULL, (graft_wmat){h, bf16 ? GRAFT_BF16 : GRAFT_F16, 0}, wpe, T, C);
     graft_embed_forward(r, ids, NULL, f, wpe, T, C);
@@ -296,13 +298,14 @@ static void test_model(const char *preset, graft_dtype dt) {
 }
 
 int main(void) {
+    test_seed(0x2545F4914F6CDD1Dull);
     graft_set_threads(0);
     static const char *const isas[] = {"generic", "avx2", "avx512"};
     static const int shapes[][3] = {{1, 64, 48}, {1, 130, 300}, {1, 768, 257}, {1, 17, 1},
                                     {2, 33, 65}, {5, 130, 129}, {67, 96, 200}};
     int ran = 0;
     for (int i = 0; i < 3; i++) {
-        if (graft_wmat_set_isa(isas[i]) != 0) {
+        if (graft_cpu_isa_set((graft_isa)graft_isa_parse(isas[i])) != 0) {
             printf("%s: not on this CPU, skipped\n", isas[i]);
             continue;
         }
@@ -321,7 +324,8 @@ int main(void) {
     }
     CHECK(ran >= 1);
     /* back to the best path for the model tests */
-    if (graft_wmat_set_isa("avx512") != 0 && graft_wmat_set_isa("avx2") != 0) graft_wmat_set_isa("generic");
+    for (int i = GRAFT_ISA_COUNT - 1; i >= 0 && graft_cpu_isa_set((graft_isa)i) != 0; i--) {
+    }
     test_model("gpt2-tiny", GRAFT_F16);
     test_model("gpt2-tiny", GRAFT_BF16);
     test_model("llama-tiny", GRAFT_F16);

@@ -328,12 +328,6 @@ static int use_vnni_now(void) {
 #endif
 }
 
-int graft_wmat_set_isa(const char *name) {
-    const int isa = graft_isa_parse(name);
-    if (isa < 0 || !graft_cpu_isa_supported((graft_isa)isa)) return -1;
-    return graft_cpu_isa_set((graft_isa)isa);
-}
-
 const char *graft_wmat_isa(void) {
     const wkernels *k = kernels_pick();
     return use_vnni_now() ? "avx512+vnni" : k->name;
@@ -416,41 +410,31 @@ static void rows_f32(float *dst, const graft_wmat *w, size_t r0, size_t nr, size
 }
 
 /* The same split over threads when large (the conversion is memory-bound). */
-static void widen_rows(float *dst, const graft_wmat *w, int r0, int nr, int L) {
+static void widen_rows(float *dst, const graft_wmat *w, size_t r0, size_t nr, size_t L) {
     GRAFT_PAR_FOR((double)nr * L > PAR_MIN_ELEMS,
-    for (int i = 0; i < nr; i++) rows_f32(dst + (size_t)i * L, w, (size_t)(r0 + i), 1, (size_t)L);
+    for (size_t i = 0; i < nr; i++) rows_f32(dst + i * L, w, r0 + i, 1, L);
     );
 }
 
 void graft_wmat_to_f32(float *dst, graft_wmat w, size_t rows, size_t cols) {
     if (!w.transposed) {
-        const size_t chunk = 64;
-        GRAFT_PAR_FOR((double)rows * cols > 4 * PAR_MIN_ELEMS,
-        for (size_t r = 0; r < rows; r += chunk)
-            rows_f32(dst + r * cols, &w, r, rows - r < chunk ? rows - r : chunk, cols);
-        );
+        widen_rows(dst, &w, 0, rows, cols);
         return;
     }
-    /* stored [cols][rows]: widen a stored row, scatter it into a column */
-    float *buf = malloc(rows * sizeof(float));
-    for (size_t c = 0; buf && c < cols; c++) {
-        rows_f32(buf, &w, c, 1, rows);
-        for (size_t r = 0; r < rows; r++) dst[r * cols + c] = buf[r];
-    }
-    if (!buf) /* one element at a time, slowly but surely */
-        for (size_t c = 0; c < cols; c++)
-            for (size_t r = 0; r < rows; r++) {
-                float v[Q8_BLOCK];
-                const size_t b = r / Q8_BLOCK * Q8_BLOCK;
-                const int q8 = w.dtype == GRAFT_WMAT_Q8_0;
-                const uint8_t *row = (const uint8_t *)w.data + c * graft_wmat_row_bytes(w.dtype, rows);
-                if (q8)
-                    graft_q8_0_to_f32(v, row + b / Q8_BLOCK * Q8_BYTES, Q8_BLOCK);
-                else
-                    graft_convert_to_f32(v, row + r * graft_wmat_row_bytes(w.dtype, 1), (graft_dtype)w.dtype, 1);
-                dst[r * cols + c] = q8 ? v[r - b] : v[0];
-            }
-    free(buf);
+    /* stored [cols][rows]: widen a stored row 32 elements at a time (one Q8_0
+     * block) and scatter them down a column */
+    const size_t rb = graft_wmat_row_bytes(w.dtype, rows);
+    for (size_t c = 0; c < cols; c++)
+        for (size_t r0 = 0; r0 < rows; r0 += Q8_BLOCK) {
+            const size_t n = rows - r0 < Q8_BLOCK ? rows - r0 : Q8_BLOCK;
+            const uint8_t *src = (const uint8_t *)w.data + c * rb + graft_wmat_row_bytes(w.dtype, r0);
+            float v[Q8_BLOCK];
+            if (w.dtype == GRAFT_WMAT_Q8_0)
+                graft_q8_0_to_f32(v, src, Q8_BLOCK);
+            else
+                graft_convert_to_f32(v, src, (graft_dtype)w.dtype, n);
+            for (size_t i = 0; i < n; i++) dst[(r0 + i) * cols + c] = v[i];
+        }
 }
 
 static int slice_rows(int L) {
