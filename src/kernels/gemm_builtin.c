@@ -82,9 +82,14 @@ static void gemm_unblocked(int transA, int transB, int M, int N, int K, float al
  * branches inside the loops: GCC vectorizes this form reliably. */
 static void axpy_rows(float *restrict acc, int w, int K, const float *m, int ld,
                       const float *restrict x) {
+    /* the segment of the row this many rows ahead is asked for now */
+    const int ahead = GRAFT_PREFETCH_AHEAD / (w * (int)sizeof(float)) + 1;
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *r0 = m + (size_t)k * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+        if (k + ahead + 4 <= K)
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < w; j += 16) graft_prefetch(r0 + (size_t)(ahead + i) * ld + j);
         const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
 #pragma omp simd
         for (int j = 0; j < w; j++) acc[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j];
@@ -100,9 +105,31 @@ static void axpy_rows(float *restrict acc, int w, int K, const float *m, int ld,
 /* out[i] = dot(x, r_i) for four rows at once (one load of x feeds four chains). */
 static void dot4(float out[4], int K, const float *restrict x, const float *r0, const float *r1,
                  const float *r2, const float *r3) {
+    /* 16 lanes per row (one cache line) that GCC keeps in registers */
+    float a0[16] = {0}, a1[16] = {0}, a2[16] = {0}, a3[16] = {0};
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        graft_prefetch((const char *)(r0 + k) + GRAFT_PREFETCH_AHEAD);
+        graft_prefetch((const char *)(r1 + k) + GRAFT_PREFETCH_AHEAD);
+        graft_prefetch((const char *)(r2 + k) + GRAFT_PREFETCH_AHEAD);
+        graft_prefetch((const char *)(r3 + k) + GRAFT_PREFETCH_AHEAD);
+#pragma omp simd
+        for (int j = 0; j < 16; j++) {
+            const float xk = x[k + j];
+            a0[j] += xk * r0[k + j];
+            a1[j] += xk * r1[k + j];
+            a2[j] += xk * r2[k + j];
+            a3[j] += xk * r3[k + j];
+        }
+    }
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int k = 0; k < K; k++) {
+    for (int j = 0; j < 16; j++) {
+        s0 += a0[j];
+        s1 += a1[j];
+        s2 += a2[j];
+        s3 += a3[j];
+    }
+    for (; k < K; k++) {
         const float xk = x[k];
         s0 += xk * r0[k];
         s1 += xk * r1[k];

@@ -145,6 +145,8 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_avx2(float out[4], con
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int l = 0;
     for (; l + 8 <= L; l += 8) {
+        if ((l & 31) == 0) /* once per 64-byte line */
+            for (int i = 0; i < 4; i++) graft_prefetch((const char *)(r[i] + l) + GRAFT_PREFETCH_AHEAD);
         const __m256 xv = _mm256_loadu_ps(x + l);
         a0 = _mm256_fmadd_ps(wide8(r[0] + l, bf16), xv, a0);
         a1 = _mm256_fmadd_ps(wide8(r[1] + l, bf16), xv, a1);
@@ -164,8 +166,11 @@ __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w
         return;
     }
     /* 32 vectors of sums do not fit 16 registers: they stay in acc (L1) */
+    const int ahead = GRAFT_PREFETCH_AHEAD / (AXPY_CHUNK * 2) + 1;
     for (int r = 0; r < R; r++) {
         const uint16_t *row = m + (size_t)r * ld;
+        if (r + ahead < R)
+            for (int j = 0; j < AXPY_CHUNK; j += 32) graft_prefetch(row + (size_t)ahead * ld + j);
         const __m256 xr = _mm256_set1_ps(x[r]);
         for (int j = 0; j < AXPY_CHUNK / 8; j++)
             _mm256_storeu_ps(acc + 8 * j, _mm256_fmadd_ps(xr, wide8(row + 8 * j, bf16), _mm256_loadu_ps(acc + 8 * j)));
@@ -187,6 +192,7 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2(float out[4], 
                      x3 = _mm256_loadu_ps(xb + 24);
         for (int i = 0; i < 4; i++) {
             const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
             __m256 s = _mm256_mul_ps(q8_wide8(blk + 2), x0);
             s = _mm256_fmadd_ps(q8_wide8(blk + 10), x1, s);
             s = _mm256_fmadd_ps(q8_wide8(blk + 18), x2, s);
@@ -210,6 +216,8 @@ __attribute__((target("avx512f"))) static void dot4_avx512(float out[4], const u
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int l = 0;
     for (; l + 16 <= L; l += 16) {
+        if ((l & 31) == 0) /* once per 64-byte line */
+            for (int i = 0; i < 4; i++) graft_prefetch((const char *)(r[i] + l) + GRAFT_PREFETCH_AHEAD);
         const __m512 xv = _mm512_loadu_ps(x + l);
         a0 = _mm512_fmadd_ps(wide16(r[0] + l, bf16), xv, a0);
         a1 = _mm512_fmadd_ps(wide16(r[1] + l, bf16), xv, a1);
@@ -231,8 +239,11 @@ __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, co
     }
     __m512 a[AXPY_CHUNK / 16];
     for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_loadu_ps(acc + 16 * j);
+    const int ahead = GRAFT_PREFETCH_AHEAD / (AXPY_CHUNK * 2) + 1;
     for (int r = 0; r < R; r++) {
         const uint16_t *row = m + (size_t)r * ld;
+        if (r + ahead < R)
+            for (int j = 0; j < AXPY_CHUNK; j += 32) graft_prefetch(row + (size_t)ahead * ld + j);
         const __m512 xr = _mm512_set1_ps(x[r]);
         for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_fmadd_ps(xr, wide16(row + 16 * j, bf16), a[j]);
     }
@@ -245,6 +256,7 @@ __attribute__((target("avx512f,f16c"))) static void dot4_q8_avx512(float out[4],
         const __m512 x0 = _mm512_loadu_ps(x + b * Q8_BLOCK), x1 = _mm512_loadu_ps(x + b * Q8_BLOCK + 16);
         for (int i = 0; i < 4; i++) {
             const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
             const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2))));
             const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 18))));
             const __m512 s = _mm512_fmadd_ps(q1, x1, _mm512_mul_ps(q0, x0));
@@ -267,6 +279,7 @@ dot4_q8_vnni(float out[4], const uint8_t *const r[4], const int8_t *xq, const fl
         const __m256i ax = _mm256_abs_epi8(xv);
         for (int i = 0; i < 4; i++) {
             const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
             const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
             const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(wv, xv));
             const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];
