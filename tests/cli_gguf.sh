@@ -111,8 +111,8 @@ a=$("$GRAFT" tokenize -m "$tmp/g2hf" --text "$G2TEXT" 2>&1)
 b=$("$GRAFT" tokenize -m "$tmp/g2.gguf" --text "$G2TEXT" 2>&1)
 [ "$a" = "$b" ] && case $a in *50256*) true ;; *) false ;; esac && ok || bad "gpt2 tokenize: $a vs $b"
 # weights used as stored (F16, BF16 and Q8_0 read in place, GPT-2's Conv1D
-# transposed; wmat.c) score as the same files converted at load
-for dt in f16 bf16 q8_0; do
+# transposed, F32 ones too; wmat.c) score as the same files converted at load
+for dt in f32 f16 bf16 q8_0; do
   "${BUILD[@]}" gpt2 "$tmp/g2hf" "$tmp/g2_$dt.gguf" --dtype "$dt" 2>"$tmp/err" || bad "gguf_build gpt2 $dt: $(cat "$tmp/err")"
   for f in "$tmp/g2_$dt.gguf" "$tmp/py_${dt}_v3.gguf" "$tmp/py_${dt}_v2.gguf"; do
     [ -f "$f" ] || continue

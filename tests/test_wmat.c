@@ -1,5 +1,6 @@
 /*
- * test_wmat.c - weights used as stored (F16/BF16 read in place, wmat.c).
+ * test_wmat.c - weights used as stored (F16/BF16/Q8_0 read in place, and f32
+ * stored transposed, wmat.c).
  *
  * 1. The kernels, on every instruction-set path this CPU runs: the linear
  *    map and its activation gradient for both layouts, batch 1 (the GEMV) and
@@ -74,6 +75,27 @@ static void test_linear(const char *isa, int bf16, graft_layout layout, int M, i
     const double e32 = rel_err(y32, yr, (size_t)M * N);
     CHECK_MSG(e32 < 2e-5, "%s F32 %s forward M=%d K=%d N=%d: error %g", isa, layout == GRAFT_W_KN ? "KN" : "NK", M, K,
               N, e32);
+    /* f32 stored transposed (GPT-2's Conv1D in an F32 GGUF): the same map and activation gradient */
+    const int R0 = layout == GRAFT_W_KN ? K : N, C0 = layout == GRAFT_W_KN ? N : K;
+    float *f32t = malloc(nw * sizeof(float)), *dxt = malloc((size_t)M * K * sizeof(float)),
+          *dxt_ref = malloc((size_t)M * K * sizeof(float));
+    for (int r = 0; r < R0; r++)
+        for (int c = 0; c < C0; c++) f32t[(size_t)c * R0 + r] = f[(size_t)r * C0 + c];
+    graft_linear_forward_w(y32, x, (graft_wmat){f32t, GRAFT_F32, 1}, b, M, K, N, layout);
+    const double e32t = rel_err(y32, yr, (size_t)M * N);
+    CHECK_MSG(e32t < 2e-5, "%s F32 transposed %s forward M=%d K=%d N=%d: error %g", isa,
+              layout == GRAFT_W_KN ? "KN" : "NK", M, K, N, e32t);
+    memcpy(dxt, dx, (size_t)M * K * sizeof(float));
+    memcpy(dxt_ref, dx, (size_t)M * K * sizeof(float));
+    graft_linear_backward_dx_w(dxt, dy, (graft_wmat){f32t, GRAFT_F32, 1}, M, K, N, layout);
+    if (layout == GRAFT_W_KN)
+        graft_gemm_ref(0, 1, M, K, N, 1.0f, dy, N, f, N, 1.0f, dxt_ref, K);
+    else
+        graft_gemm_ref(0, 0, M, K, N, 1.0f, dy, N, f, K, 1.0f, dxt_ref, K);
+    const double e32b = rel_err(dxt, dxt_ref, (size_t)M * K);
+    CHECK_MSG(e32b < 2e-5, "%s F32 transposed %s dx M=%d K=%d N=%d: error %g", isa,
+              layout == GRAFT_W_KN ? "KN" : "NK", M, K, N, e32b);
+    free(f32t), free(dxt), free(dxt_ref);
     free(y32), free(f32);
     /* the stored [K][N] as the transposed view of a [N, K] parameter, widened */
     float *t = malloc(nw * sizeof(float));

@@ -506,8 +506,8 @@ static graft_layout stored_layout(const graft_wmat *w, graft_layout layout) {
 
 void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float *b, int M, int K, int N,
                             graft_layout layout) {
-    if (w.dtype == GRAFT_F32 && !w.transposed) {
-        graft_linear_forward(y, x, w.data, b, M, K, N, layout);
+    if (w.dtype == GRAFT_F32) { /* f32 as stored (a transposed view: the other layout) */
+        graft_linear_forward(y, x, w.data, b, M, K, N, stored_layout(&w, layout));
         return;
     }
     if (M <= 0 || N <= 0) return;
@@ -550,8 +550,8 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
 }
 
 void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M, int K, int N, graft_layout layout) {
-    if (w.dtype == GRAFT_F32 && !w.transposed) {
-        graft_linear_backward(dx, NULL, NULL, dy, NULL, w.data, M, K, N, layout);
+    if (w.dtype == GRAFT_F32) {
+        graft_linear_backward(dx, NULL, NULL, dy, NULL, w.data, M, K, N, stored_layout(&w, layout));
         return;
     }
     if (M <= 0 || N <= 0 || K <= 0) return;

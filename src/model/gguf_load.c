@@ -13,8 +13,11 @@
  *    uses rotate-half (rope_interleaved = 0), so an HF folder converted to
  *    GGUF gives bit-identical logits in graft.
  * F32 tensors that need neither are used in place from the (private,
- * copy-on-write) mapping; everything else (F16, BF16, Q8_0, transposed,
- * permuted) is converted into one heap slab.
+ * copy-on-write) mapping. In models of 64 MiB or more (GRAFT_WEIGHTS decides,
+ * graft_keep_stored_weights) whole F16/BF16/Q8_0 matrices and transposed F32
+ * ones stay in the mapping too, read as stored by wmat.c; everything else is
+ * converted into one heap slab (graft_model_need_f32 converts the rest when
+ * an editor or the trainer wants f32).
  */
 #include "model/gguf.h"
 
@@ -332,16 +335,25 @@ static bool in_place(const src_ref *r) {
 /* F16, BF16 and Q8_0 matrices the forward can read where they lie: whole
  * tensors, as the file stores them or transposed (GPT-2's Conv1D), not
  * GPT-2's position table (added as floats). q/k rows that need RoPE's
- * reordering and slices of a fused qkv are converted. */
+ * reordering and slices of a fused qkv are converted. F32 matrices that need
+ * no transposing are in place anyway; transposed ones (GPT-2's Conv1D) are
+ * read as the file lays them out too, which spares the copy and lets a
+ * decode stream whole rows (the dot-shaped GEMV). */
 static bool storable(const src_ref *r, const graft_param *p) {
-    if (r->t->type != GGUF_T_F16 && r->t->type != GGUF_T_BF16 && r->t->type != GGUF_T_Q8_0) return false;
+    if (r->t->type == GGUF_T_F32) {
+        if (r->x != GGUF_X_TRANSPOSE || ((uintptr_t)r->t->data % sizeof(float)) != 0) return false;
+    } else if (r->t->type != GGUF_T_F16 && r->t->type != GGUF_T_BF16 && r->t->type != GGUF_T_Q8_0)
+        return false;
     if (p->ndim != 2 || r->row0 != 0 || (r->x != GGUF_X_NONE && r->x != GGUF_X_TRANSPOSE)) return false;
     const size_t n = strlen(p->name);
     return !(n >= 10 && !strcmp(p->name + n - 10, "wpe.weight"));
 }
 
 static graft_wmat stored_view(const src_ref *r) {
-    const int dt = r->t->type == GGUF_T_F16 ? GRAFT_F16 : r->t->type == GGUF_T_BF16 ? GRAFT_BF16 : GRAFT_WMAT_Q8_0;
+    const int dt = r->t->type == GGUF_T_F32    ? GRAFT_F32
+                   : r->t->type == GGUF_T_F16  ? GRAFT_F16
+                   : r->t->type == GGUF_T_BF16 ? GRAFT_BF16
+                                               : GRAFT_WMAT_Q8_0;
     return (graft_wmat){r->t->data, dt, r->x == GGUF_X_TRANSPOSE};
 }
 
