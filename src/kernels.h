@@ -33,6 +33,23 @@
 #define GRAFT_PREFETCH_AHEAD 8192
 #define graft_prefetch(p) __builtin_prefetch((const void *)(p), 0, 3)
 
+/* ------------------------------------------------------------------ decode team (team.c) */
+
+/* One parallel region for a whole batch-1 forward: body(arg) runs on the
+ * calling thread while the other threads wait for jobs; GEMVs that find a
+ * team (graft_team_active) share their rows out with graft_team_for, which
+ * calls fn(arg, i0, i1) on every thread for a fixed contiguous share of
+ * [0, n) and returns when all are done. Without a team (or with one thread)
+ * graft_team_for calls fn(arg, 0, n) on the calling thread. */
+typedef void (*graft_team_fn)(void *arg, int i0, int i1);
+/* A GEMV of more weights than this is shared out (team or OpenMP); smaller
+ * ones run on the calling thread, and a forward whose products are all
+ * smaller (stories260K) opens no team. */
+#define GRAFT_GEMV_PAR_MIN 65536
+void graft_team_run(void (*body)(void *), void *arg);
+int graft_team_active(void);
+void graft_team_for(int n, graft_team_fn fn, void *arg);
+
 /* ------------------------------------------------------------------ instruction sets */
 
 /*

@@ -258,23 +258,37 @@ void graft_attention_backward(float *dq, float *dk, float *dv, int ldq, int ldkv
     });
 }
 
+/* The cached attention's tasks (query block x head), for a decode team. */
+typedef struct cached_job {
+    float *out;
+    const float *q, *kcache, *vcache;
+    int ldq, ldkv, past, n_new, H, D, group;
+    float scale;
+} cached_job;
+
+static void cached_tasks(void *arg, int t0, int t1) {
+    const cached_job *j = arg;
+    const int HD = j->H * j->D;
+    for (int task = t0; task < t1; task++) {
+        const int b = task / j->H, h = task % j->H, g = h / j->group;
+        const int i0 = b * QB, nq = j->n_new - i0 < QB ? j->n_new - i0 : QB;
+        float S[QB * KB];
+        flash_block(j->out + (size_t)i0 * HD + (size_t)h * j->D, HD, j->q + (size_t)i0 * j->ldq + (size_t)h * j->D,
+                    j->ldq, j->kcache + (size_t)g * j->D, j->vcache + (size_t)g * j->D, j->ldkv, j->past + i0, nq,
+                    j->D, j->scale, S);
+    }
+}
+
 void graft_attention_cached(float *out, const float *q, int ldq, const float *kcache,
                             const float *vcache, int ldkv, int past, int n_new, int n_head,
                             int n_kv_head, int head_dim) {
-    const int H = n_head, D = head_dim, HD = H * D;
+    const int H = n_head, D = head_dim;
     if (n_new <= 0 || H <= 0 || D <= 0) return;
-    const int group = H / n_kv_head;
-    const float scale = 1.0f / sqrtf((float)D);
-    const int nblk = (n_new + QB - 1) / QB;
-    const int ntask = nblk * H;
+    cached_job j = {out, q, kcache, vcache, ldq, ldkv, past, n_new, H, D, H / n_kv_head, 1.0f / sqrtf((float)D)};
+    const int ntask = (n_new + QB - 1) / QB * H;
     const double work = (double)n_new * (past + n_new) * H * D;
-    GRAFT_PAR_FOR_DYNAMIC(work > PAR_MIN_WORK,
-    for (int task = 0; task < ntask; task++) {
-        const int b = task / H, h = task % H, g = h / group;
-        const int i0 = b * QB, nq = n_new - i0 < QB ? n_new - i0 : QB;
-        float S[QB * KB];
-        flash_block(out + (size_t)i0 * HD + (size_t)h * D, HD, q + (size_t)i0 * ldq + (size_t)h * D,
-                    ldq, kcache + (size_t)g * D, vcache + (size_t)g * D, ldkv, past + i0, nq, D,
-                    scale, S);
-    });
+    if (work > PAR_MIN_WORK && graft_team_active()) /* a decode step's heads, on its team */
+        graft_team_for(ntask, cached_tasks, &j);
+    else
+        GRAFT_PAR_FOR_DYNAMIC(work > PAR_MIN_WORK, for (int t = 0; t < ntask; t++) cached_tasks(&j, t, t + 1););
 }

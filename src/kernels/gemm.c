@@ -42,7 +42,12 @@ void graft_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
     if (M <= 0 || N <= 0) return;
 #ifdef _OPENMP
     /* BLAS and OpenMP pools must not nest: inside a parallel region use the
-     * built-in GEMM on the calling thread. */
+     * built-in GEMM on the calling thread; a GEMV on a decode team's rank 0
+     * shares its rows with the team (team.c). */
+    if (omp_in_parallel() && M == 1 && graft_team_active()) {
+        graft_gemm_builtin(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     if (omp_in_parallel()) {
         graft_gemm_serial(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;

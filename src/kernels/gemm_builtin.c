@@ -142,45 +142,64 @@ static void dot4(float out[4], int K, const float *restrict x, const float *r0, 
     out[3] = s3;
 }
 
+/* One GEMV (below), its items shared out over threads. */
+typedef struct gemv_job {
+    int N, K, ld, incy;
+    float alpha, beta;
+    const float *m, *x;
+    float *y;
+} gemv_job;
+
+/* k-major: chunks [c0, c1) of GEMV_CHUNK columns, each walking all rows of
+ * the matrix (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
+static void gemv_chunks(void *arg, int c0, int c1) {
+    const gemv_job *g = arg;
+    for (int c = c0; c < c1; c++) {
+        const int n0 = c * GEMV_CHUNK, w = imin(GEMV_CHUNK, g->N - n0);
+        float acc[GEMV_CHUNK];
+        for (int j = 0; j < w; j++) acc[j] = 0.0f;
+        axpy_rows(acc, w, g->K, g->m + n0, g->ld, g->x);
+        for (int j = 0; j < w; j++) {
+            float *yp = g->y + (size_t)(n0 + j) * g->incy;
+            *yp = g->beta == 0.0f ? g->alpha * acc[j] : g->alpha * acc[j] + g->beta * *yp;
+        }
+    }
+}
+
+/* n-major: groups [q0, q1) of four rows, one dot product each. */
+static void gemv_groups(void *arg, int q0, int q1) {
+    const gemv_job *g = arg;
+    for (int q = q0; q < q1; q++) {
+        const int n0 = q * 4, nn = imin(4, g->N - n0);
+        /* rows past the edge repeat row n0; their results are dropped */
+        const float *r[4];
+        for (int i = 0; i < 4; i++) r[i] = g->m + (size_t)(n0 + (i < nn ? i : 0)) * g->ld;
+        float s[4];
+        dot4(s, g->K, g->x, r[0], r[1], r[2], r[3]);
+        for (int j = 0; j < nn; j++) {
+            float *yp = g->y + (size_t)(n0 + j) * g->incy;
+            *yp = g->beta == 0.0f ? g->alpha * s[j] : g->alpha * s[j] + g->beta * *yp;
+        }
+    }
+}
+
 /*
  * y[n] = alpha * sum_k x[k] * Mat(k, n) + beta * y[n] for n < N, k < K, where
  * Mat(k, n) = m[k*ld + n] (kmajor) or m[n*ld + k]; x is unit-stride, y has
  * stride incy. The matrix is read exactly once, which is what bounds a GEMV.
+ * Big ones run on the decode team when one is running (team.c), else on the
+ * OpenMP team.
  */
 static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
                  float beta, float *y, int incy, int threads) {
-    const int par = threads && (double)N * K > 1e5;
-    if (kmajor) {
-        /* Each task owns GEMV_CHUNK columns and walks all rows of the matrix
-         * (contiguous GEMV_CHUNK-float segments, prefetcher friendly). */
-        const int nchunks = (N + GEMV_CHUNK - 1) / GEMV_CHUNK;
-        GRAFT_PAR_FOR(par,
-        for (int c = 0; c < nchunks; c++) {
-            const int n0 = c * GEMV_CHUNK, w = imin(GEMV_CHUNK, N - n0);
-            float acc[GEMV_CHUNK];
-            for (int j = 0; j < w; j++) acc[j] = 0.0f;
-            axpy_rows(acc, w, K, m + n0, ld, x);
-            for (int j = 0; j < w; j++) {
-                float *yp = y + (size_t)(n0 + j) * incy;
-                *yp = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * *yp;
-            }
-        });
-    } else {
-        const int ngroups = (N + 3) / 4;
-        GRAFT_PAR_FOR(par,
-        for (int g = 0; g < ngroups; g++) {
-            const int n0 = g * 4, nn = imin(4, N - n0);
-            /* rows past the edge repeat row n0; their results are dropped */
-            const float *r[4];
-            for (int i = 0; i < 4; i++) r[i] = m + (size_t)(n0 + (i < nn ? i : 0)) * ld;
-            float s[4];
-            dot4(s, K, x, r[0], r[1], r[2], r[3]);
-            for (int j = 0; j < nn; j++) {
-                float *yp = y + (size_t)(n0 + j) * incy;
-                *yp = beta == 0.0f ? alpha * s[j] : alpha * s[j] + beta * *yp;
-            }
-        });
-    }
+    const int par = threads && (double)N * K > GRAFT_GEMV_PAR_MIN;
+    gemv_job g = {N, K, ld, incy, alpha, beta, m, x, y};
+    const graft_team_fn fn = kmajor ? gemv_chunks : gemv_groups;
+    const int n = kmajor ? (N + GEMV_CHUNK - 1) / GEMV_CHUNK : (N + 3) / 4;
+    if (par && graft_team_active())
+        graft_team_for(n, fn, &g);
+    else
+        GRAFT_PAR_FOR(par, for (int i = 0; i < n; i++) fn(&g, i, i + 1););
 }
 
 /* ------------------------------------------------------------------ packing */

@@ -39,7 +39,7 @@
 #define AXPY_CHUNK 256          /* columns one axpy task accumulates (16 AVX-512 registers): 512 bytes
                                    of an F16 row per visit; 128 left a Conv1D decode of GPT2-XL
                                    at 13 GB/s, the row segments too short for the prefetcher */
-#define PAR_MIN_ELEMS 65536     /* below this a product runs on the calling thread */
+#define PAR_MIN_ELEMS GRAFT_GEMV_PAR_MIN /* below this a product runs on the calling thread */
 #define SLICE_FLOATS (1 << 20)  /* f32 buffer of a widened slice: 4 MiB */
 #define SLICE_MIN_ROWS 128      /* rows of a slice at least: the GEMM's depth */
 
@@ -358,56 +358,92 @@ size_t graft_wmat_row_bytes(int dtype, size_t n) {
     return 0;
 }
 
+/* One GEMV: y (+)= W x over rows (dot) or columns (axpy) of a stored matrix. */
+typedef struct gemv_job {
+    const wkernels *k;
+    float *y;
+    float beta;
+    const graft_wmat *w;
+    size_t ld;
+    const float *x;
+    int R, L;
+    const int8_t *xq; /* x rounded to Q8_0 (the VNNI path), else NULL */
+    const float *xd;
+} gemv_job;
+
+/* Groups [g0, g1) of four rows: y[r] = beta y[r] + sum_l W[r][l] x[l]. */
+static void dot_groups(void *arg, int g0, int g1) {
+    const gemv_job *j = arg;
+    const int bf16 = j->w->dtype == GRAFT_BF16, q8 = j->w->dtype == GRAFT_WMAT_Q8_0;
+    const uint8_t *m = j->w->data;
+    for (int g = g0; g < g1; g++) {
+        const int r0 = 4 * g, nr = j->R - r0 < 4 ? j->R - r0 : 4;
+        /* rows past the edge repeat row r0; their sums are dropped */
+        const uint8_t *rows[4];
+        for (int i = 0; i < 4; i++) rows[i] = m + (size_t)(r0 + (i < nr ? i : 0)) * j->ld;
+        float s[4];
+#ifdef WMAT_X86
+        if (j->xq)
+            dot4_q8_vnni(s, rows, j->xq, j->xd, j->L);
+        else
+#endif
+        if (q8)
+            j->k->dot4_q8(s, rows, j->x, j->L);
+        else
+            j->k->dot4(s, (const uint16_t *const *)rows, j->x, j->L, bf16);
+        for (int i = 0; i < nr; i++) j->y[r0 + i] = j->beta == 0.0f ? s[i] : j->y[r0 + i] + s[i];
+    }
+}
+
+/* Chunks [c0, c1) of AXPY_CHUNK columns: y[l] = beta y[l] + sum_r x[r] W[r][l].
+ * Each chunk walks every row (contiguous segments the prefetcher follows). */
+static void axpy_chunks(void *arg, int c0, int c1) {
+    const gemv_job *j = arg;
+    const int bf16 = j->w->dtype == GRAFT_BF16, q8 = j->w->dtype == GRAFT_WMAT_Q8_0;
+    for (int c = c0; c < c1; c++) {
+        const int l0 = c * AXPY_CHUNK, n = j->L - l0 < AXPY_CHUNK ? j->L - l0 : AXPY_CHUNK;
+        float acc[AXPY_CHUNK];
+        for (int i = 0; i < n; i++) acc[i] = j->beta == 0.0f ? 0.0f : j->y[l0 + i];
+        if (q8)
+            axpy_q8_generic(acc, n, j->w->data, j->ld, l0, j->x, j->R);
+        else
+            j->k->axpy(acc, n, (const uint16_t *)j->w->data + l0, j->ld / 2, j->x, j->R, bf16);
+        memcpy(j->y + l0, acc, (size_t)n * sizeof(float));
+    }
+}
+
+/* items [0, n) of a job: on the decode team when one is running, else on the
+ * OpenMP team when the product is big enough, else here */
+static void gemv_run(int n, graft_team_fn fn, gemv_job *j) {
+    const int par = (double)j->R * j->L > PAR_MIN_ELEMS;
+    if (par && graft_team_active())
+        graft_team_for(n, fn, j);
+    else
+        GRAFT_PAR_FOR(par, for (int i = 0; i < n; i++) fn(j, i, i + 1););
+}
+
 /* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
  * ld bytes apart. */
 static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    const wkernels *k = kernels_pick();
-    const int ngroups = (R + 3) / 4, bf16 = w->dtype == GRAFT_BF16, q8 = w->dtype == GRAFT_WMAT_Q8_0;
-    const uint8_t *m = w->data;
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL};
 #ifdef WMAT_X86
     /* x quantised once for every row (the VNNI path; L <= 32768 keeps it on the stack) */
-    const int vnni = q8 && L <= 32768 && use_vnni_now();
+    const int vnni = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 && use_vnni_now();
     int8_t xq[vnni ? L : 1];
     float xd[vnni ? L / Q8_BLOCK : 1];
-    if (vnni) graft_q8_0_quantize(xq, xd, x, (size_t)L);
+    if (vnni) {
+        graft_q8_0_quantize(xq, xd, x, (size_t)L);
+        j.xq = xq;
+        j.xd = xd;
+    }
 #endif
-    GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
-    for (int g = 0; g < ngroups; g++) {
-        const int r0 = 4 * g, nr = R - r0 < 4 ? R - r0 : 4;
-        /* rows past the edge repeat row r0; their sums are dropped */
-        const uint8_t *rows[4];
-        for (int i = 0; i < 4; i++) rows[i] = m + (size_t)(r0 + (i < nr ? i : 0)) * ld;
-        float s[4];
-#ifdef WMAT_X86
-        if (vnni)
-            dot4_q8_vnni(s, rows, xq, xd, L);
-        else
-#endif
-        if (q8)
-            k->dot4_q8(s, rows, x, L);
-        else
-            k->dot4(s, (const uint16_t *const *)rows, x, L, bf16);
-        for (int i = 0; i < nr; i++) y[r0 + i] = beta == 0.0f ? s[i] : y[r0 + i] + s[i];
-    });
+    gemv_run((R + 3) / 4, dot_groups, &j);
 }
 
-/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L. Each task owns AXPY_CHUNK
- * columns and walks every row (contiguous segments the prefetcher follows). */
+/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L. */
 static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    const wkernels *k = kernels_pick();
-    const int nchunks = (L + AXPY_CHUNK - 1) / AXPY_CHUNK, bf16 = w->dtype == GRAFT_BF16;
-    const int q8 = w->dtype == GRAFT_WMAT_Q8_0;
-    GRAFT_PAR_FOR((double)R * L > PAR_MIN_ELEMS,
-    for (int c = 0; c < nchunks; c++) {
-        const int l0 = c * AXPY_CHUNK, n = L - l0 < AXPY_CHUNK ? L - l0 : AXPY_CHUNK;
-        float acc[AXPY_CHUNK];
-        for (int j = 0; j < n; j++) acc[j] = beta == 0.0f ? 0.0f : y[l0 + j];
-        if (q8)
-            axpy_q8_generic(acc, n, w->data, ld, l0, x, R);
-        else
-            k->axpy(acc, n, (const uint16_t *)w->data + l0, ld / 2, x, R, bf16);
-        memcpy(y + l0, acc, (size_t)n * sizeof(float));
-    });
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL};
+    gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_chunks, &j);
 }
 
 /* ------------------------------------------------------------------ widened slices */

@@ -311,11 +311,24 @@ static void block_forward(graft_run *r, int l, graft_site from, int r0) {
         llama_block_forward(r, l, from, r0);
 }
 
-graft_status graft_run_forward(graft_run *r) {
-    if (r->T <= 0) return graft_fail(GRAFT_ERR_INVALID, "forward: no batch set");
+static void forward_all(void *arg) {
+    graft_run *r = arg;
     embed_forward(r);
     for (int l = 0; l < r->m->cfg.n_layer; l++) block_forward(r, l, GRAFT_SITE_BLOCK_IN, 0);
     head_forward(r);
+}
+
+graft_status graft_run_forward(graft_run *r) {
+    if (r->T <= 0) return graft_fail(GRAFT_ERR_INVALID, "forward: no batch set");
+    /* One row (a decode step): its products are GEMVs, each too short to pay
+     * for a parallel region of its own; one region holds the whole step
+     * (kernels/team.c). Several rows: GEMMs, each with its own region. */
+    const graft_config *c = &r->m->cfg;
+    const double widest = fmax((double)c->d_model * fmax(c->d_ff, 3.0 * c->d_model), (double)c->d_model * c->vocab_size);
+    if (r->T == 1 && widest > GRAFT_GEMV_PAR_MIN)
+        graft_team_run(forward_all, r);
+    else
+        forward_all(r);
     if (r->kv) r->kv->len += r->T;
     return GRAFT_OK;
 }
