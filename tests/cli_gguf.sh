@@ -122,6 +122,9 @@ for dt in f32 f16 bf16 q8_0; do
     close "$(echo "$a" | nll)" "$(echo "$b" | nll)" 0.0005 && ok || bad "$(basename "$f") as stored: '$a' vs converted '$b'"
     GRAFT_WEIGHTS=stored "$GRAFT" inspect -m "$f" 2>&1 | grep -q "memory-mapped" && ok || bad "$(basename "$f"): not mapped as stored"
   done
+  want=$(echo "$dt" | tr a-z A-Z)
+  "$GRAFT" inspect -m "$tmp/g2_$dt.gguf" 2>&1 | grep -q "^architecture .*, $want weights)" && ok ||
+    bad "g2_$dt.gguf: inspect does not say $want weights"
 done
 # graft's own GPT-2 export of that folder, read back
 expect_rc 0 "gpt2 export --gguf" -- "$GRAFT" export -m "$tmp/g2hf" --gguf "$tmp/g2graft.gguf"

@@ -76,7 +76,7 @@ void graft_model_get_info(const graft_model *m, graft_model_info *info) {
     info->arch = c->arch;
     info->arch_name = c->arch == GRAFT_ARCH_GPT2 ? "gpt2" : "llama";
     info->format = m->format;
-    info->dtype = graft_dtype_name(m->src_dtype);
+    info->dtype = m->src_dtype_name ? m->src_dtype_name : graft_dtype_name(m->src_dtype);
     info->n_layer = c->n_layer;
     info->d_model = c->d_model;
     info->n_head = c->n_head;
@@ -109,7 +109,8 @@ graft_status graft_model_need_f32(graft_model *m) {
     size_t bytes;
     if (!graft_mul_size(floats, sizeof(float), &bytes) || !(m->f32_slab = graft_alloc_aligned(bytes)))
         return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory converting %zu MiB of %s weights to f32",
-                          m->path ? m->path : "model", floats * sizeof(float) >> 20, graft_dtype_name(m->src_dtype));
+                          m->path ? m->path : "model", floats * sizeof(float) >> 20,
+                          m->src_dtype_name ? m->src_dtype_name : graft_dtype_name(m->src_dtype));
     size_t off = 0;
     for (int i = 0; i < m->params.n; i++) {
         graft_param *p = &m->params.p[i];
