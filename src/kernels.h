@@ -50,6 +50,13 @@ void graft_team_run(void (*body)(void *), void *arg);
 int graft_team_active(void);
 void graft_team_for(int n, graft_team_fn fn, void *arg);
 
+/* ------------------------------------------------------------------ scratch (scratch.c) */
+
+/* A buffer of at least n floats kept for the calling thread between calls
+ * (one per slot; freed when the thread ends), or NULL when out of memory. */
+enum { GRAFT_SCRATCH_SLICE, GRAFT_SCRATCH_GEMV, GRAFT_SCRATCH_SLOTS };
+float *graft_scratch(int slot, size_t n);
+
 /* ------------------------------------------------------------------ instruction sets */
 
 /*

@@ -88,11 +88,13 @@ static void test_gemm_fn(gemm_fn fn, const char *name) {
     /* Shapes chosen to hit: GEMV paths (M or N = 1), K = 1, edge tiles in
      * every direction, K across the packing depth (256), M across the row
      * block (256 rows for AVX-512), N across the column block (4096), small
-     * M with in-place B (M <= 32) and the square bulk path. */
+     * M with in-place B (M <= 32), the square bulk path and GEMVs whose
+     * k-major case runs in bands of rows. */
     static const int shapes[][3] = {
         {1, 1, 1},    {1, 7, 3},     {3, 1, 7},    {7, 17, 3},   {17, 3, 129}, {64, 64, 64},
         {129, 65, 300}, {300, 129, 17}, {1, 300, 129}, {129, 1, 300}, {33, 300, 1}, {9, 40, 513},
         {17, 70, 300}, {32, 96, 64},  {3, 4100, 5}, {300, 300, 300}, {2, 2, 2},  {8, 33, 257},
+        {1, 300, 700}, {700, 1, 300}, /* GEMVs big enough for bands of rows (k-major) */
     };
     static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.5f, 0.25f}, {2.0f, 0.0f}};
     const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);

@@ -27,7 +27,6 @@
 #include "parallel.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,9 +35,9 @@
 #define WMAT_X86 1
 #endif
 
-#define AXPY_CHUNK 256          /* columns one axpy task accumulates (16 AVX-512 registers): 512 bytes
-                                   of an F16 row per visit; 128 left a Conv1D decode of GPT2-XL
-                                   at 13 GB/s, the row segments too short for the prefetcher */
+#define AXPY_BANDS 8            /* bands of rows a large axpy-shaped GEMV is cut into */
+#define AXPY_BAND_MIN_ROWS 64   /* rows of a band at least */
+#define AXPY_CHUNK 256          /* Q8_0 axpy: columns one task accumulates */
 #define PAR_MIN_ELEMS GRAFT_GEMV_PAR_MIN /* below this a product runs on the calling thread */
 #define SLICE_FLOATS (1 << 20)  /* f32 buffer of a widened slice: 4 MiB */
 #define SLICE_MIN_ROWS 128      /* rows of a slice at least: the GEMM's depth */
@@ -159,22 +158,34 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_avx2(float out[4], con
     memcpy(out, s, sizeof s);
 }
 
+/* acc[0..w) += sum_r x[r] W[r][0..w): rows four at a time, sums in acc (L1).
+ * Each step asks for the same lines of the rows `ahead` further down, one
+ * line per row per 64 bytes of progress (prefetches spread through the loop
+ * keep the memory queue busy without flooding it). */
 __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w, const uint16_t *m, size_t ld,
                                                                const float *x, int R, int bf16) {
-    if (w < AXPY_CHUNK) {
-        axpy_generic(acc, w, m, ld, x, R, bf16);
-        return;
+    const size_t ahead = (size_t)(GRAFT_PREFETCH_AHEAD / (2 * w + 1) + 4) * ld;
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+        const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+        const __m256 x0 = _mm256_set1_ps(x[r]), x1 = _mm256_set1_ps(x[r + 1]), x2 = _mm256_set1_ps(x[r + 2]),
+                     x3 = _mm256_set1_ps(x[r + 3]);
+        int j = 0;
+        for (; j + 8 <= w; j += 8) {
+            if ((j & 31) == 0) /* once per 64-byte line */
+                for (int i = 0; i < 4; i++) graft_prefetch(r0 + ahead + (size_t)i * ld + j);
+            __m256 a = _mm256_loadu_ps(acc + j);
+            a = _mm256_fmadd_ps(x0, wide8(r0 + j, bf16), a);
+            a = _mm256_fmadd_ps(x1, wide8(r1 + j, bf16), a);
+            a = _mm256_fmadd_ps(x2, wide8(r2 + j, bf16), a);
+            a = _mm256_fmadd_ps(x3, wide8(r3 + j, bf16), a);
+            _mm256_storeu_ps(acc + j, a);
+        }
+        for (; j < w; j++)
+            acc[j] = acc[j] + x[r] * widen(r0 + j, bf16) + x[r + 1] * widen(r1 + j, bf16) +
+                     x[r + 2] * widen(r2 + j, bf16) + x[r + 3] * widen(r3 + j, bf16);
     }
-    /* 32 vectors of sums do not fit 16 registers: they stay in acc (L1) */
-    const int ahead = GRAFT_PREFETCH_AHEAD / (AXPY_CHUNK * 2) + 1;
-    for (int r = 0; r < R; r++) {
-        const uint16_t *row = m + (size_t)r * ld;
-        if (r + ahead < R)
-            for (int j = 0; j < AXPY_CHUNK; j += 32) graft_prefetch(row + (size_t)ahead * ld + j);
-        const __m256 xr = _mm256_set1_ps(x[r]);
-        for (int j = 0; j < AXPY_CHUNK / 8; j++)
-            _mm256_storeu_ps(acc + 8 * j, _mm256_fmadd_ps(xr, wide8(row + 8 * j, bf16), _mm256_loadu_ps(acc + 8 * j)));
-    }
+    axpy_generic(acc, w, m + (size_t)r * ld, ld, x + r, R - r, bf16);
 }
 
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 q8_wide8(const uint8_t *q) {
@@ -231,23 +242,31 @@ __attribute__((target("avx512f"))) static void dot4_avx512(float out[4], const u
     memcpy(out, s, sizeof s);
 }
 
+/* As axpy_avx2, 16 columns per step. */
 __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, const uint16_t *m, size_t ld,
                                                            const float *x, int R, int bf16) {
-    if (w < AXPY_CHUNK) {
-        axpy_generic(acc, w, m, ld, x, R, bf16);
-        return;
+    const size_t ahead = (size_t)(GRAFT_PREFETCH_AHEAD / (2 * w + 1) + 4) * ld;
+    int r = 0;
+    for (; r + 4 <= R; r += 4) {
+        const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
+        const __m512 x0 = _mm512_set1_ps(x[r]), x1 = _mm512_set1_ps(x[r + 1]), x2 = _mm512_set1_ps(x[r + 2]),
+                     x3 = _mm512_set1_ps(x[r + 3]);
+        int j = 0;
+        for (; j + 16 <= w; j += 16) {
+            if ((j & 31) == 0) /* once per 64-byte line */
+                for (int i = 0; i < 4; i++) graft_prefetch(r0 + ahead + (size_t)i * ld + j);
+            __m512 a = _mm512_loadu_ps(acc + j);
+            a = _mm512_fmadd_ps(x0, wide16(r0 + j, bf16), a);
+            a = _mm512_fmadd_ps(x1, wide16(r1 + j, bf16), a);
+            a = _mm512_fmadd_ps(x2, wide16(r2 + j, bf16), a);
+            a = _mm512_fmadd_ps(x3, wide16(r3 + j, bf16), a);
+            _mm512_storeu_ps(acc + j, a);
+        }
+        for (; j < w; j++)
+            acc[j] = acc[j] + x[r] * widen(r0 + j, bf16) + x[r + 1] * widen(r1 + j, bf16) +
+                     x[r + 2] * widen(r2 + j, bf16) + x[r + 3] * widen(r3 + j, bf16);
     }
-    __m512 a[AXPY_CHUNK / 16];
-    for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_loadu_ps(acc + 16 * j);
-    const int ahead = GRAFT_PREFETCH_AHEAD / (AXPY_CHUNK * 2) + 1;
-    for (int r = 0; r < R; r++) {
-        const uint16_t *row = m + (size_t)r * ld;
-        if (r + ahead < R)
-            for (int j = 0; j < AXPY_CHUNK; j += 32) graft_prefetch(row + (size_t)ahead * ld + j);
-        const __m512 xr = _mm512_set1_ps(x[r]);
-        for (int j = 0; j < AXPY_CHUNK / 16; j++) a[j] = _mm512_fmadd_ps(xr, wide16(row + 16 * j, bf16), a[j]);
-    }
-    for (int j = 0; j < AXPY_CHUNK / 16; j++) _mm512_storeu_ps(acc + 16 * j, a[j]);
+    axpy_generic(acc, w, m + (size_t)r * ld, ld, x + r, R - r, bf16);
 }
 __attribute__((target("avx512f,f16c"))) static void dot4_q8_avx512(float out[4], const uint8_t *const r[4],
                                                                     const float *x, int L) {
@@ -369,6 +388,8 @@ typedef struct gemv_job {
     int R, L;
     const int8_t *xq; /* x rounded to Q8_0 (the VNNI path), else NULL */
     const float *xd;
+    float *part; /* axpy: nb partial rows of L sums, one per band of rows */
+    int nb;
 } gemv_job;
 
 /* Groups [g0, g1) of four rows: y[r] = beta y[r] + sum_l W[r][l] x[l]. */
@@ -395,20 +416,30 @@ static void dot_groups(void *arg, int g0, int g1) {
     }
 }
 
-/* Chunks [c0, c1) of AXPY_CHUNK columns: y[l] = beta y[l] + sum_r x[r] W[r][l].
- * Each chunk walks every row (contiguous segments the prefetcher follows). */
-static void axpy_chunks(void *arg, int c0, int c1) {
+/* Q8_0, chunks [c0, c1) of AXPY_CHUNK columns: y[l] = beta y[l] + sum_r x[r] W[r][l],
+ * each chunk walking every row (the backward of a Q8_0 nn.Linear only). */
+static void axpy_q8_chunks(void *arg, int c0, int c1) {
     const gemv_job *j = arg;
-    const int bf16 = j->w->dtype == GRAFT_BF16, q8 = j->w->dtype == GRAFT_WMAT_Q8_0;
     for (int c = c0; c < c1; c++) {
         const int l0 = c * AXPY_CHUNK, n = j->L - l0 < AXPY_CHUNK ? j->L - l0 : AXPY_CHUNK;
         float acc[AXPY_CHUNK];
         for (int i = 0; i < n; i++) acc[i] = j->beta == 0.0f ? 0.0f : j->y[l0 + i];
-        if (q8)
-            axpy_q8_generic(acc, n, j->w->data, j->ld, l0, j->x, j->R);
-        else
-            j->k->axpy(acc, n, (const uint16_t *)j->w->data + l0, j->ld / 2, j->x, j->R, bf16);
+        axpy_q8_generic(acc, n, j->w->data, j->ld, l0, j->x, j->R);
         memcpy(j->y + l0, acc, (size_t)n * sizeof(float));
+    }
+}
+
+/* Bands [b0, b1) of rows, band b = rows [R b / nb, R (b + 1) / nb): its
+ * x-weighted sum of whole rows into partial row b. */
+static void axpy_bands(void *arg, int b0, int b1) {
+    const gemv_job *j = arg;
+    const int bf16 = j->w->dtype == GRAFT_BF16;
+    const size_t ld2 = j->ld / 2;
+    for (int b = b0; b < b1; b++) {
+        const int r0 = (int)((long long)j->R * b / j->nb), r1 = (int)((long long)j->R * (b + 1) / j->nb);
+        float *acc = j->part + (size_t)b * j->L;
+        memset(acc, 0, (size_t)j->L * sizeof(float));
+        j->k->axpy(acc, j->L, (const uint16_t *)j->w->data + (size_t)r0 * ld2, ld2, j->x + r0, r1 - r0, bf16);
     }
 }
 
@@ -425,7 +456,7 @@ static void gemv_run(int n, graft_team_fn fn, gemv_job *j) {
 /* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
  * ld bytes apart. */
 static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL};
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, 1};
 #ifdef WMAT_X86
     /* x quantised once for every row (the VNNI path; L <= 32768 keeps it on the stack) */
     const int vnni = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 && use_vnni_now();
@@ -440,10 +471,35 @@ static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const
     gemv_run((R + 3) / 4, dot_groups, &j);
 }
 
-/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L. */
+/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L.
+ *
+ * Whole rows in bands: each thread streams a contiguous run of rows into its
+ * own partial sums, added up at the end. Splitting the columns instead (every
+ * thread walking every row for its share of columns) read GPT-2's Conv1D
+ * matrices at half the rate of the dot-shaped GEMV on 2 threads (22 against
+ * 46 GB/s, F16); bands read them at 42-44. The number of bands comes from
+ * the shape alone, so the sums do not depend on the thread count. */
 static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL};
-    gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_chunks, &j);
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, 1};
+    if (w->dtype == GRAFT_WMAT_Q8_0) {
+        gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_q8_chunks, &j);
+        return;
+    }
+    if ((double)R * L > PAR_MIN_ELEMS) {
+        j.nb = R / AXPY_BAND_MIN_ROWS < AXPY_BANDS ? R / AXPY_BAND_MIN_ROWS : AXPY_BANDS;
+        if (j.nb > 1 && !(j.part = graft_scratch(GRAFT_SCRATCH_GEMV, (size_t)j.nb * L))) j.nb = 1;
+    }
+    if (j.nb <= 1) { /* small, or no room for the partial sums: one band, into y */
+        if (beta == 0.0f) memset(y, 0, (size_t)L * sizeof(float));
+        j.k->axpy(y, L, w->data, ld / 2, x, R, w->dtype == GRAFT_BF16);
+        return;
+    }
+    gemv_run(j.nb, axpy_bands, &j);
+    for (int l = 0; l < L; l++) {
+        float a = 0.0f;
+        for (int b = 0; b < j.nb; b++) a += j.part[(size_t)b * L + l];
+        y[l] = beta == 0.0f ? a : y[l] + a;
+    }
 }
 
 /* ------------------------------------------------------------------ widened slices */
@@ -491,47 +547,6 @@ static int slice_rows(int L) {
     return n < SLICE_MIN_ROWS ? SLICE_MIN_ROWS : n;
 }
 
-/* The slice buffer, kept per thread between products: a fresh 4 MiB
- * allocation is a mapping whose pages fault in again on every product.
- * Freed when its thread ends (a pthread key's destructor). */
-static pthread_key_t slice_key;
-static pthread_once_t slice_once = PTHREAD_ONCE_INIT;
-typedef struct slice_buf {
-    float *p;
-    size_t cap;
-} slice_buf;
-
-static void slice_free(void *v) {
-    slice_buf *b = v;
-    graft_free_aligned(b->p);
-    free(b);
-}
-
-static void slice_key_init(void) {
-    if (pthread_key_create(&slice_key, slice_free) != 0) slice_key = (pthread_key_t)-1;
-}
-
-/* A buffer of at least n floats for this thread, or NULL (out of memory). */
-static float *slice_get(size_t n) {
-    pthread_once(&slice_once, slice_key_init);
-    if (slice_key == (pthread_key_t)-1) return NULL;
-    slice_buf *b = pthread_getspecific(slice_key);
-    if (!b) {
-        b = calloc(1, sizeof *b);
-        if (!b || pthread_setspecific(slice_key, b) != 0) {
-            free(b);
-            return NULL;
-        }
-    }
-    if (b->cap < n) {
-        graft_free_aligned(b->p);
-        b->cap = 0;
-        b->p = graft_alloc_aligned(n * sizeof(float));
-        if (b->p) b->cap = n;
-    }
-    return b->p;
-}
-
 /* A transposed view stores the parameter's transpose: the other layout. */
 static graft_layout stored_layout(const graft_wmat *w, graft_layout layout) {
     if (!w->transposed) return layout;
@@ -564,7 +579,7 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
     }
     /* Slices of whole rows of W, widened, then the f32 GEMM. */
     const int sr = slice_rows(L);
-    float *buf = slice_get((size_t)(sr < R ? sr : R) * L);
+    float *buf = graft_scratch(GRAFT_SCRATCH_SLICE, (size_t)(sr < R ? sr : R) * L);
     if (!buf) { /* no room for a slice: one row at a time through the GEMV */
         for (int i = 0; i < M; i++) {
             float *yi = y + (size_t)i * N;
@@ -595,7 +610,7 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
     const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
     const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
     const int sr = slice_rows(L);
-    float *buf = M == 1 ? NULL : slice_get((size_t)(sr < R ? sr : R) * L);
+    float *buf = M == 1 ? NULL : graft_scratch(GRAFT_SCRATCH_SLICE, (size_t)(sr < R ? sr : R) * L);
     if (!buf) { /* batch 1, or no room for a slice: GEMVs row by row */
         for (int i = 0; i < M; i++) {
             float *dxi = dx + (size_t)i * K;
