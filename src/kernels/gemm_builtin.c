@@ -86,17 +86,17 @@ static void gemm_unblocked(int transA, int transB, int M, int N, int K, float al
  * without flooding it. The inner loops are branch-free: GCC vectorizes them. */
 static void axpy_rows(float *restrict acc, int w, int K, const float *m, int ld,
                       const float *restrict x) {
-    const size_t ahead = (size_t)(GRAFT_PREFETCH_AHEAD / (w * (int)sizeof(float) + 1) + 4) * (size_t)ld;
+    const size_t ahead = (size_t)(GRAFT_PREFETCH_BAND_AHEAD / (w * (int)sizeof(float) + 1) + 4) * (size_t)ld;
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *r0 = m + (size_t)k * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
         const float x0 = x[k], x1 = x[k + 1], x2 = x[k + 2], x3 = x[k + 3];
         int j0 = 0;
         for (; j0 + 16 <= w; j0 += 16) {
-            graft_prefetch(r0 + ahead + j0);
-            graft_prefetch(r1 + ahead + j0);
-            graft_prefetch(r2 + ahead + j0);
-            graft_prefetch(r3 + ahead + j0);
+            graft_prefetch_band(r0 + ahead + j0);
+            graft_prefetch_band(r1 + ahead + j0);
+            graft_prefetch_band(r2 + ahead + j0);
+            graft_prefetch_band(r3 + ahead + j0);
 #pragma omp simd
             for (int j = j0; j < j0 + 16; j++) acc[j] += x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j];
         }

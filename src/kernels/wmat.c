@@ -164,7 +164,7 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_avx2(float out[4], con
  * keep the memory queue busy without flooding it). */
 __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w, const uint16_t *m, size_t ld,
                                                                const float *x, int R, int bf16) {
-    const size_t ahead = (size_t)(GRAFT_PREFETCH_AHEAD / (2 * w + 1) + 4) * ld;
+    const size_t ahead = (size_t)(GRAFT_PREFETCH_BAND_AHEAD / (2 * w + 1) + 4) * ld;
     int r = 0;
     for (; r + 4 <= R; r += 4) {
         const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
@@ -173,7 +173,7 @@ __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w
         int j = 0;
         for (; j + 8 <= w; j += 8) {
             if ((j & 31) == 0) /* once per 64-byte line */
-                for (int i = 0; i < 4; i++) graft_prefetch(r0 + ahead + (size_t)i * ld + j);
+                for (int i = 0; i < 4; i++) graft_prefetch_band(r0 + ahead + (size_t)i * ld + j);
             __m256 a = _mm256_loadu_ps(acc + j);
             a = _mm256_fmadd_ps(x0, wide8(r0 + j, bf16), a);
             a = _mm256_fmadd_ps(x1, wide8(r1 + j, bf16), a);
@@ -245,7 +245,7 @@ __attribute__((target("avx512f"))) static void dot4_avx512(float out[4], const u
 /* As axpy_avx2, 16 columns per step. */
 __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, const uint16_t *m, size_t ld,
                                                            const float *x, int R, int bf16) {
-    const size_t ahead = (size_t)(GRAFT_PREFETCH_AHEAD / (2 * w + 1) + 4) * ld;
+    const size_t ahead = (size_t)(GRAFT_PREFETCH_BAND_AHEAD / (2 * w + 1) + 4) * ld;
     int r = 0;
     for (; r + 4 <= R; r += 4) {
         const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
@@ -254,7 +254,7 @@ __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, co
         int j = 0;
         for (; j + 16 <= w; j += 16) {
             if ((j & 31) == 0) /* once per 64-byte line */
-                for (int i = 0; i < 4; i++) graft_prefetch(r0 + ahead + (size_t)i * ld + j);
+                for (int i = 0; i < 4; i++) graft_prefetch_band(r0 + ahead + (size_t)i * ld + j);
             __m512 a = _mm512_loadu_ps(acc + j);
             a = _mm512_fmadd_ps(x0, wide16(r0 + j, bf16), a);
             a = _mm512_fmadd_ps(x1, wide16(r1 + j, bf16), a);
