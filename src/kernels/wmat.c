@@ -214,6 +214,29 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2(float out[4], 
     for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
 }
 
+/* Q8_0 x Q8_0 with AVX2 integer dots (CPUs without AVX-512 VNNI): x rounded
+ * to Q8_0 blocks as in dot4_q8_vnni; per block |x| (unsigned) times the
+ * weights carrying x's sign, pairs summed to 16 bits (at most 2 x 127 x 128,
+ * no saturation), then to 32 bits, then one multiply-add of the two scales. */
+__attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2i(float out[4], const uint8_t *const r[4],
+                                                                   const int8_t *xq, const float *xd, int L) {
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < L / Q8_BLOCK; b++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * Q8_BLOCK));
+        const __m256i ax = _mm256_abs_epi8(xv);
+        for (int i = 0; i < 4; i++) {
+            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
+            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
+            const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];
+            a[i] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), a[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
+}
+
 /* ------------------------------------------------------------------ AVX-512 */
 
 __attribute__((target("avx512f"))) static inline __m512 wide16(const uint16_t *p, int bf16) {
@@ -325,22 +348,7 @@ static const wkernels k_avx512 = {"avx512", dot4_avx512, axpy_avx512, dot4_q8_av
 #endif
 
 /* The path follows the kernels' (isa.c: cpuid, GRAFT_ISA, graft_cpu_isa_set),
- * so one setting moves every kernel. VNNI is the avx512 path's Q8_0 product
- * where the CPU has AVX-512 VNNI (GRAFT_NO_VNNI=1 keeps the widening one). */
-static int vnni_cpu(void) {
-    static int v = -1;
-    int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (c < 0) {
-        c = 0;
-#ifdef WMAT_X86
-        __builtin_cpu_init();
-        c = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") && !getenv("GRAFT_NO_VNNI");
-#endif
-        __atomic_store_n(&v, c, __ATOMIC_RELAXED);
-    }
-    return c;
-}
-
+ * so one setting moves every kernel. */
 static const wkernels *kernels_pick(void) {
 #ifdef WMAT_X86
     switch (graft_cpu_isa_id()) {
@@ -352,17 +360,50 @@ static const wkernels *kernels_pick(void) {
     return &k_generic;
 }
 
-static int use_vnni_now(void) {
+/* Batch-1 Q8_0 products round x to Q8_0 blocks and run integer dots (as
+ * llama.cpp's Q8_0 dot does): AVX-512 VNNI where the CPU has it, else the
+ * AVX2 form; GRAFT_NO_VNNI=1 keeps the kernels that widen the weights to
+ * floats (x exact) on every path. */
+typedef void (*dot4_q8i_fn)(float out[4], const uint8_t *const r[4], const int8_t *xq, const float *xd, int L);
+
+static int cpu_flag(int *cache, const char *what) {
+    int c = __atomic_load_n(cache, __ATOMIC_RELAXED);
+    if (c < 0) {
+        c = 0;
 #ifdef WMAT_X86
-    return kernels_pick() == &k_avx512 && vnni_cpu();
-#else
-    return 0;
+        __builtin_cpu_init();
+        if (!strcmp(what, "vnni"))
+            c = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+        else
+            c = getenv("GRAFT_NO_VNNI") != NULL && strcmp(getenv("GRAFT_NO_VNNI"), "0") != 0;
 #endif
+        __atomic_store_n(cache, c, __ATOMIC_RELAXED);
+    }
+    return c;
+}
+
+static dot4_q8i_fn q8_int_kernel(const char **name) {
+    static int vnni = -1, off = -1;
+    const wkernels *k = kernels_pick();
+    *name = k->name;
+#ifdef WMAT_X86
+    if (k != &k_generic && !cpu_flag(&off, "off")) {
+        if (k == &k_avx512 && cpu_flag(&vnni, "vnni")) {
+            *name = "avx512+vnni";
+            return dot4_q8_vnni;
+        }
+        *name = k == &k_avx512 ? "avx512+int8" : "avx2+int8";
+        return dot4_q8_avx2i;
+    }
+#endif
+    (void)vnni, (void)off;
+    return NULL;
 }
 
 const char *graft_wmat_isa(void) {
-    const wkernels *k = kernels_pick();
-    return use_vnni_now() ? "avx512+vnni" : k->name;
+    const char *name;
+    q8_int_kernel(&name);
+    return name;
 }
 
 /* ------------------------------------------------------------------ GEMV */
@@ -386,8 +427,9 @@ typedef struct gemv_job {
     size_t ld;
     const float *x;
     int R, L;
-    const int8_t *xq; /* x rounded to Q8_0 (the VNNI path), else NULL */
+    const int8_t *xq; /* x rounded to Q8_0 (the integer Q8_0 kernels), else NULL */
     const float *xd;
+    dot4_q8i_fn q8i;
     float *part; /* axpy: nb partial rows of L sums, one per band of rows */
     int nb;
 } gemv_job;
@@ -403,12 +445,9 @@ static void dot_groups(void *arg, int g0, int g1) {
         const uint8_t *rows[4];
         for (int i = 0; i < 4; i++) rows[i] = m + (size_t)(r0 + (i < nr ? i : 0)) * j->ld;
         float s[4];
-#ifdef WMAT_X86
         if (j->xq)
-            dot4_q8_vnni(s, rows, j->xq, j->xd, j->L);
-        else
-#endif
-        if (q8)
+            j->q8i(s, rows, j->xq, j->xd, j->L);
+        else if (q8)
             j->k->dot4_q8(s, rows, j->x, j->L);
         else
             j->k->dot4(s, (const uint16_t *const *)rows, j->x, j->L, bf16);
@@ -456,18 +495,17 @@ static void gemv_run(int n, graft_team_fn fn, gemv_job *j) {
 /* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
  * ld bytes apart. */
 static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, 1};
-#ifdef WMAT_X86
-    /* x quantised once for every row (the VNNI path; L <= 32768 keeps it on the stack) */
-    const int vnni = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 && use_vnni_now();
-    int8_t xq[vnni ? L : 1];
-    float xd[vnni ? L / Q8_BLOCK : 1];
-    if (vnni) {
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1};
+    const char *name;
+    /* x quantised once for every row (the integer kernels; L <= 32768 keeps it on the stack) */
+    j.q8i = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 ? q8_int_kernel(&name) : NULL;
+    int8_t xq[j.q8i ? L : 1];
+    float xd[j.q8i ? L / Q8_BLOCK : 1];
+    if (j.q8i) {
         graft_q8_0_quantize(xq, xd, x, (size_t)L);
         j.xq = xq;
         j.xd = xd;
     }
-#endif
     gemv_run((R + 3) / 4, dot_groups, &j);
 }
 
@@ -480,7 +518,7 @@ static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const
  * 46 GB/s, F16); bands read them at 42-44. The number of bands comes from
  * the shape alone, so the sums do not depend on the thread count. */
 static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, 1};
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1};
     if (w->dtype == GRAFT_WMAT_Q8_0) {
         gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_q8_chunks, &j);
         return;
