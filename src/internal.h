@@ -278,7 +278,6 @@ struct graft_model {
     graft_weights w;
     const char *format;       /* "hf-safetensors" | "llama2c" */
     graft_dtype src_dtype;
-    const char *src_dtype_name; /* when the source is no graft_dtype (a Q8_0 GGUF), else NULL */
     char *path;
     graft_st_archive st;      /* kept open: F32 weights live in its mapping */
     graft_mapped_file bin;    /* llama2.c checkpoint mapping */

@@ -57,6 +57,10 @@ typedef void (*graft_team_fn)(void *arg, int i0, int i1);
 void graft_team_run(void (*body)(void *), void *arg);
 int graft_team_active(void);
 void graft_team_for(int n, graft_team_fn fn, void *arg);
+/* Items [0, n) of a job, each thread a fixed contiguous share: on the decode
+ * team when one runs on this thread, else (par != 0) on the OpenMP team,
+ * else fn(arg, 0, n) here. */
+void graft_par_items(int par, int n, graft_team_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ scratch (scratch.c) */
 

@@ -232,10 +232,7 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
             n = g.nb;
         }
     }
-    if (par && graft_team_active())
-        graft_team_for(n, fn, &g);
-    else
-        GRAFT_PAR_FOR(par, for (int i = 0; i < n; i++) fn(&g, i, i + 1););
+    graft_par_items(par, n, fn, &g);
     if (fn != gemv_bands) return;
     for (int j = 0; j < N; j++) {
         float a = 0.0f;

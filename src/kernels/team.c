@@ -84,6 +84,30 @@ void graft_team_for(int n, graft_team_fn fn, void *arg) {
     while (atomic_load_explicit(&t->done, memory_order_acquire) < t->size - 1) wait_pause(&spins);
 }
 
+void graft_par_items(int par, int n, graft_team_fn fn, void *arg) {
+    if (!par || n < 2) {
+        fn(arg, 0, n);
+        return;
+    }
+    if (tls_team) {
+        graft_team_for(n, fn, arg);
+        return;
+    }
+    /* the OpenMP team: the same fixed contiguous share per thread */
+#ifdef _OPENMP
+    if (!omp_in_parallel() && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {
+            const int T = omp_get_num_threads(), t = omp_get_thread_num();
+            const int i0 = (int)((long long)n * t / T), i1 = (int)((long long)n * (t + 1) / T);
+            if (i1 > i0) fn(arg, i0, i1);
+        }
+        return;
+    }
+#endif
+    fn(arg, 0, n);
+}
+
 static void worker(graft_team *t, int rank) {
     unsigned last = 0, spins = 0;
     for (;;) {

@@ -366,38 +366,39 @@ static const wkernels *kernels_pick(void) {
  * floats (x exact) on every path. */
 typedef void (*dot4_q8i_fn)(float out[4], const uint8_t *const r[4], const int8_t *xq, const float *xd, int L);
 
-static int cpu_flag(int *cache, const char *what) {
-    int c = __atomic_load_n(cache, __ATOMIC_RELAXED);
-    if (c < 0) {
-        c = 0;
+/* 1: the CPU has AVX-512 VNNI; 2: GRAFT_NO_VNNI is set (not "0"). Read once. */
+static int q8_flags(void) {
+    static int flags = -1;
+    int f = __atomic_load_n(&flags, __ATOMIC_RELAXED);
+    if (f < 0) {
+        f = 0;
 #ifdef WMAT_X86
         __builtin_cpu_init();
-        if (!strcmp(what, "vnni"))
-            c = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
-        else
-            c = getenv("GRAFT_NO_VNNI") != NULL && strcmp(getenv("GRAFT_NO_VNNI"), "0") != 0;
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) f |= 1;
 #endif
-        __atomic_store_n(cache, c, __ATOMIC_RELAXED);
+        const char *e = getenv("GRAFT_NO_VNNI");
+        if (e && strcmp(e, "0") != 0) f |= 2;
+        __atomic_store_n(&flags, f, __ATOMIC_RELAXED);
     }
-    return c;
+    return f;
 }
 
+/* The integer Q8_0 kernel of the current path, or NULL; its name in *name
+ * when name is not NULL (the path's name when there is none). */
 static dot4_q8i_fn q8_int_kernel(const char **name) {
-    static int vnni = -1, off = -1;
     const wkernels *k = kernels_pick();
-    *name = k->name;
+    const char *nm = k->name;
+    dot4_q8i_fn fn = NULL;
 #ifdef WMAT_X86
-    if (k != &k_generic && !cpu_flag(&off, "off")) {
-        if (k == &k_avx512 && cpu_flag(&vnni, "vnni")) {
-            *name = "avx512+vnni";
-            return dot4_q8_vnni;
-        }
-        *name = k == &k_avx512 ? "avx512+int8" : "avx2+int8";
-        return dot4_q8_avx2i;
+    const int f = q8_flags();
+    if (k != &k_generic && !(f & 2)) {
+        const int vnni = k == &k_avx512 && (f & 1);
+        nm = vnni ? "avx512+vnni" : k == &k_avx512 ? "avx512+int8" : "avx2+int8";
+        fn = vnni ? dot4_q8_vnni : dot4_q8_avx2i;
     }
 #endif
-    (void)vnni, (void)off;
-    return NULL;
+    if (name) *name = nm;
+    return fn;
 }
 
 const char *graft_wmat_isa(void) {
@@ -482,23 +483,17 @@ static void axpy_bands(void *arg, int b0, int b1) {
     }
 }
 
-/* items [0, n) of a job: on the decode team when one is running, else on the
- * OpenMP team when the product is big enough, else here */
+/* items [0, n) of a job, shared out when the product is big enough */
 static void gemv_run(int n, graft_team_fn fn, gemv_job *j) {
-    const int par = (double)j->R * j->L > PAR_MIN_ELEMS;
-    if (par && graft_team_active())
-        graft_team_for(n, fn, j);
-    else
-        GRAFT_PAR_FOR(par, for (int i = 0; i < n; i++) fn(j, i, i + 1););
+    graft_par_items((double)j->R * j->L > PAR_MIN_ELEMS, n, fn, j);
 }
 
 /* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
  * ld bytes apart. */
 static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
     gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1};
-    const char *name;
     /* x quantised once for every row (the integer kernels; L <= 32768 keeps it on the stack) */
-    j.q8i = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 ? q8_int_kernel(&name) : NULL;
+    j.q8i = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 ? q8_int_kernel(NULL) : NULL;
     int8_t xq[j.q8i ? L : 1];
     float xd[j.q8i ? L / Q8_BLOCK : 1];
     if (j.q8i) {

@@ -498,9 +498,7 @@ static graft_status bind_weights(graft_model *m, const graft_gguf *g, const char
     m->src_dtype = GRAFT_F32;
     if (counts[1] > counts[0] && counts[1] >= counts[2]) m->src_dtype = GRAFT_F16;
     if (counts[2] > counts[0] && counts[2] > counts[1]) m->src_dtype = GRAFT_BF16;
-    const bool q8 = counts[3] > counts[0] && counts[3] > counts[1] && counts[3] > counts[2];
-    m->format = q8 ? "gguf-q8_0" : "gguf";
-    m->src_dtype_name = q8 ? "Q8_0" : NULL;
+    m->format = counts[3] > counts[0] && counts[3] > counts[1] && counts[3] > counts[2] ? "gguf-q8_0" : "gguf";
     st = graft_weights_bind(&m->w, cfg, &m->params);
 done:
     free(tmp);

@@ -69,6 +69,11 @@ void graft_model_free(graft_model *m) {
     free(m);
 }
 
+/* The weights' type as loaded: a Q8_0 GGUF (format "gguf-q8_0") has no graft_dtype. */
+static const char *src_dtype_name(const graft_model *m) {
+    return m->format && !strcmp(m->format, "gguf-q8_0") ? "Q8_0" : graft_dtype_name(m->src_dtype);
+}
+
 void graft_model_get_info(const graft_model *m, graft_model_info *info) {
     memset(info, 0, sizeof *info);
     if (!m) return;
@@ -76,7 +81,7 @@ void graft_model_get_info(const graft_model *m, graft_model_info *info) {
     info->arch = c->arch;
     info->arch_name = c->arch == GRAFT_ARCH_GPT2 ? "gpt2" : "llama";
     info->format = m->format;
-    info->dtype = m->src_dtype_name ? m->src_dtype_name : graft_dtype_name(m->src_dtype);
+    info->dtype = src_dtype_name(m);
     info->n_layer = c->n_layer;
     info->d_model = c->d_model;
     info->n_head = c->n_head;
@@ -109,8 +114,7 @@ graft_status graft_model_need_f32(graft_model *m) {
     size_t bytes;
     if (!graft_mul_size(floats, sizeof(float), &bytes) || !(m->f32_slab = graft_alloc_aligned(bytes)))
         return graft_fail(GRAFT_ERR_NOMEM, "%s: out of memory converting %zu MiB of %s weights to f32",
-                          m->path ? m->path : "model", floats * sizeof(float) >> 20,
-                          m->src_dtype_name ? m->src_dtype_name : graft_dtype_name(m->src_dtype));
+                          m->path ? m->path : "model", floats * sizeof(float) >> 20, src_dtype_name(m));
     size_t off = 0;
     for (int i = 0; i < m->params.n; i++) {
         graft_param *p = &m->params.p[i];
