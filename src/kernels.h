@@ -66,7 +66,7 @@ void graft_par_items(int par, int n, graft_team_fn fn, void *arg);
 
 /* A buffer of at least n floats kept for the calling thread between calls
  * (one per slot; freed when the thread ends), or NULL when out of memory. */
-enum { GRAFT_SCRATCH_SLICE, GRAFT_SCRATCH_GEMV, GRAFT_SCRATCH_SLOTS };
+enum { GRAFT_SCRATCH_SLICE, GRAFT_SCRATCH_GEMV, GRAFT_SCRATCH_PACK_A, GRAFT_SCRATCH_PACK_B, GRAFT_SCRATCH_SLOTS };
 float *graft_scratch(int slot, size_t n);
 
 /* ------------------------------------------------------------------ instruction sets */

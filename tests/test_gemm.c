@@ -86,7 +86,8 @@ static int run_case(gemm_fn fn, const char *name, int ta, int tb, int M, int N, 
 
 static void test_gemm_fn(gemm_fn fn, const char *name) {
     /* Shapes chosen to hit: GEMV paths (M or N = 1), K = 1, edge tiles in
-     * every direction, K across the packing depth (256), M across the row
+     * every direction, K across the packing depth (256; 768 on AVX-512,
+     * where 1700 = two full slices and a ragged one), M across the row
      * block (256 rows for AVX-512), N across the column block (4096), small
      * M with in-place B (M <= 32), the square bulk path and GEMVs whose
      * k-major case runs in bands of rows. */
@@ -95,6 +96,7 @@ static void test_gemm_fn(gemm_fn fn, const char *name) {
         {129, 65, 300}, {300, 129, 17}, {1, 300, 129}, {129, 1, 300}, {33, 300, 1}, {9, 40, 513},
         {17, 70, 300}, {32, 96, 64},  {3, 4100, 5}, {300, 300, 300}, {2, 2, 2},  {8, 33, 257},
         {1, 300, 700}, {700, 1, 300}, /* GEMVs big enough for bands of rows (k-major) */
+        {37, 150, 1700},
     };
     static const float ab[][2] = {{1.0f, 0.0f}, {0.5f, 1.0f}, {-1.5f, 0.25f}, {2.0f, 0.0f}};
     const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);

@@ -35,21 +35,34 @@
 #include <immintrin.h>
 #endif
 
+/*
+ * KC is the depth of one packed slice, NB the columns of packed B that one
+ * thread sweeps (its L2 block, KC x NB floats). NB = 128 rather than 256:
+ * GPT-2's N = 768 products then split into 6 blocks instead of 3, which two
+ * threads shared 2 : 1. The AVX-512 path takes K = 768 in one slice (A micro-
+ * panel 24 KB in L1, B block 384 KB in L2), so C is written once per product
+ * and each weight row is packed in one pass: GPT-2 prefill products with the
+ * weights coming from memory ran at 305-315 GFLOP/s against 255-270 with
+ * KC = 256, NB = 256 (2 threads, Zen 5, bench/README.md). The AVX2 path keeps
+ * KC = 256 (Intel L2s down to 256 KB); NB = 128 gave it 167-176 against 150.
+ */
 #if defined(__AVX512F__)
 #define MR 8
 #define NR 32
+#define KC 768
 #elif defined(__AVX2__) && defined(__FMA__)
 #define MR 6
 #define NR 16
+#define KC 256
 #else
 #define MR 4
 #define NR 8
+#define KC 256
 #endif
 
-#define KC 256       /* depth of one packed slice */
-#define MC (MR * 32) /* rows of A packed at once */
+#define MC (MR * 64) /* rows of A packed at once (B is packed again for each) */
 #define NC 4096      /* columns of B packed at once (multiple of NR and NB) */
-#define NB 256       /* columns of packed B one tile sweeps (L2 block) */
+#define NB 128       /* columns of packed B one tile sweeps (L2 block) */
 #define DIRECT_B_MAX_M (8 * MR) /* up to this M, an untransposed B is read in place */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */
@@ -547,6 +560,33 @@ static void gemm_unblocked(int transA, int transB, int M, int N, int K, float al
 
 /* ------------------------------------------------------------------ driver */
 
+#ifdef _OPENMP
+static int omp_threads(void) { return omp_get_max_threads(); }
+static int omp_thread(void) { return omp_get_thread_num(); }
+#else
+static int omp_threads(void) { return 1; }
+static int omp_thread(void) { return 0; }
+#endif
+
+/* Part `part` of `parts` of the lines of op(B)'s block rows [k0, k0+kc) x
+ * cols [j0, j0+nb): asked into the cache a little at a time, one part per
+ * row panel of the block being computed. */
+static void prefetch_b(const float *B, int ldb, int transB, int k0, int kc, int j0, int nb,
+                       int part, int parts) {
+    const int per = 64 / (int)sizeof(float);
+    /* stored rows: [N, K] when transposed, else [K, N] */
+    const int rows = transB ? nb : kc, len = transB ? kc : nb;
+    const int lines = (len + per - 1) / per;
+    const long long total = (long long)rows * lines;
+    const long long l0 = total * part / parts, l1 = total * (part + 1) / parts;
+    for (long long l = l0; l < l1; l++) {
+        const int r = (int)(l / lines), c = (int)(l % lines) * per;
+        const float *row = transB ? B + (size_t)(j0 + r) * ldb + k0 : B + (size_t)(k0 + r) * ldb + j0;
+        __builtin_prefetch(row + c, 0, 2);
+    }
+}
+
+
 /* threads = 0: everything on the calling thread (for kernels that are
  * already parallel over independent tasks, e.g. attention heads). */
 static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha, const float *A,
@@ -582,82 +622,91 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
 
     const int direct_b = !transB && M <= DIRECT_B_MAX_M;
     const int kc_max = imin(K, KC);
-    const int nc_max = imin(N, NC);
     const int mc_max = imin(M, MC);
-    const int npan_n_max = (nc_max + NR - 1) / NR;
     const int npan_m_max = (mc_max + MR - 1) / MR;
-    /* In direct mode only the ragged last panel of B is packed: one slot. */
-    const int bp_panels = direct_b ? 1 : npan_n_max;
-    float *bp = graft_alloc_aligned((size_t)bp_panels * NR * kc_max * sizeof(float));
-    float *ap = graft_alloc_aligned((size_t)npan_m_max * MR * kc_max * sizeof(float));
+    const int par = threads && (double)M * N * K > PARALLEL_MIN_FMA;
+    const int nthr = GRAFT_PAR_WANTED(par) ? omp_threads() : 1;
+    /* Packed A is shared by the team; each thread packs the B blocks it
+     * sweeps into its own slot. Both live in the calling thread's scratch: a
+     * fresh multi-megabyte buffer per product faults its pages in again. */
+    float *bp = graft_scratch(GRAFT_SCRATCH_PACK_B, (size_t)nthr * NB * kc_max);
+    float *ap = graft_scratch(GRAFT_SCRATCH_PACK_A, (size_t)npan_m_max * MR * kc_max);
     if (!bp || !ap) {
-        graft_free_aligned(bp);
-        graft_free_aligned(ap);
         gemm_unblocked(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
 
-    const int par = threads && (double)M * N * K > PARALLEL_MIN_FMA;
+    /* B blocks are claimed from a counter, one ahead: a thread that the OS
+     * preempts (two cores shared with other work) does not stall the other,
+     * and the block claimed next is known while this one is computed, so its
+     * weights are prefetched (from memory, where a prefill finds them) during
+     * the tiles and packed from cache. Packing every block up front instead
+     * left both threads waiting on memory: 10-13% of a GPT-2 prefill went to
+     * the transposing pack. Two counters, used by alternate phases, so one
+     * can be reset while the other is in use. */
+    int claims[2] = {0, 0};
     GRAFT_PAR_REGION(par,
+        const int tid = omp_thread();
+        int phase = 0; /* this thread's count of (jc, pc, ic) steps: the same on every thread */
+        float *mybp = bp + (size_t)tid * NB * kc_max;
         for (int jc = 0; jc < N; jc += NC) {
             const int nc = imin(NC, N - jc);
             const int npan_n = (nc + NR - 1) / NR;
+            const int nblk = (nc + NB - 1) / NB;
             for (int pc = 0; pc < K; pc += KC) {
                 const int kc = imin(KC, K - pc);
                 /* Later K slices add onto what the first one wrote. */
                 const float beta_eff = pc == 0 ? beta : 1.0f;
-
-_Pragma("omp for schedule(static)")
-                for (int q = 0; q < npan_n; q++) {
-                    const int nr = imin(NR, nc - q * NR);
-                    if (direct_b && nr == NR) continue; /* read in place */
-                    pack_b(bp + (size_t)(direct_b ? 0 : q) * NR * kc, B, ldb, transB, pc, kc,
-                           jc + q * NR, nr);
-                }
-
-                for (int ic = 0; ic < M; ic += MC) {
+                for (int ic = 0; ic < M; ic += MC, phase++) {
                     const int mc = imin(MC, M - ic);
                     const int npan_m = (mc + MR - 1) / MR;
+                    int *claim = &claims[phase & 1];
+_Pragma("omp single nowait")
+                    claims[(phase + 1) & 1] = 0; /* its last users passed the barrier below */
 _Pragma("omp for schedule(static)")
                     for (int p = 0; p < npan_m; p++)
                         pack_a(ap + (size_t)p * MR * kc, A, lda, transA, ic + p * MR,
                                imin(MR, mc - p * MR), pc, kc);
 
-                    const int nblk = (nc + NB - 1) / NB;
-                    const int items = nblk * npan_m;
-                    /* One chunk = all row panels of one B block, so each
-                     * block is swept by one thread (its L2 working set);
-                     * dynamic, so a thread that the OS preempts (two cores
-                     * shared with other work) does not stall the other. */
-_Pragma("omp for schedule(dynamic, npan_m)")
-                    for (int it = 0; it < items; it++) {
-                        const int jb = it / npan_m, p = it % npan_m;
-                        const int mr = imin(MR, mc - p * MR);
-                        const float *a = ap + (size_t)p * MR * kc;
-                        float *crow = C + (size_t)(ic + p * MR) * ldc + jc;
+                    int jb = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED);
+                    while (jb < nblk) {
+                        const int next = __atomic_fetch_add(claim, 1, __ATOMIC_RELAXED);
                         const int q0 = jb * (NB / NR), q1 = imin(npan_n, q0 + NB / NR);
                         for (int q = q0; q < q1; q++) {
                             const int nr = imin(NR, nc - q * NR);
-                            const float *b;
-                            int ldbp;
-                            if (direct_b && nr == NR) {
-                                b = B + (size_t)pc * ldb + jc + q * NR;
-                                ldbp = ldb;
-                            } else {
-                                b = bp + (size_t)(direct_b ? 0 : q) * NR * kc;
-                                ldbp = NR;
-                            }
-                            tile(kc, a, b, ldbp, crow + q * NR, ldc, mr, nr, alpha, beta_eff);
+                            if (direct_b && nr == NR) continue; /* read in place */
+                            pack_b(mybp + (size_t)(q - q0) * NR * kc, B, ldb, transB, pc, kc,
+                                   jc + q * NR, nr);
                         }
+                        for (int p = 0; p < npan_m; p++) {
+                            if (next < nblk)
+                                prefetch_b(B, ldb, transB, pc, kc, jc + next * NB,
+                                           imin(NB, nc - next * NB), p, npan_m);
+                            const int mr = imin(MR, mc - p * MR);
+                            const float *a = ap + (size_t)p * MR * kc;
+                            float *crow = C + (size_t)(ic + p * MR) * ldc + jc;
+                            for (int q = q0; q < q1; q++) {
+                                const int nr = imin(NR, nc - q * NR);
+                                const float *b;
+                                int ldbp;
+                                if (direct_b && nr == NR) {
+                                    b = B + (size_t)pc * ldb + jc + q * NR;
+                                    ldbp = ldb;
+                                } else {
+                                    b = mybp + (size_t)(q - q0) * NR * kc;
+                                    ldbp = NR;
+                                }
+                                tile(kc, a, b, ldbp, crow + q * NR, ldc, mr, nr, alpha, beta_eff);
+                            }
+                        }
+                        jb = next;
                     }
-                    /* the implicit barrier above keeps ap alive until every
-                     * thread is done with it */
+                    /* ap is packed again next phase: everyone must be done with it */
+_Pragma("omp barrier")
                 }
             }
         }
     );
-    graft_free_aligned(bp);
-    graft_free_aligned(ap);
 }
 
 void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
