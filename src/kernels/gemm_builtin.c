@@ -2,21 +2,23 @@
  * gemm_builtin.c - graft's own single-precision GEMM, used when no BLAS is
  * compiled in (and compared against BLAS by the tests and the benchmark).
  *
- * The classic packed design (Goto / BLIS): for each KC-deep slice of K, a
- * KC x NC block of op(B) is packed into NR-wide column panels and an MC x KC
+ * The classic packed design (Goto / BLIS): for each KC-deep slice of K,
+ * KC x NB blocks of op(B) are packed into NR-wide column panels and an MC x KC
  * block of op(A) into MR-tall row panels; a register-tiled MR x NR micro-
  * kernel then sweeps them. Packing turns every transpose combination and any
  * leading dimension into the same unit-stride streams, so one micro-kernel
  * serves all four cases, and zero padding of the edge panels lets it always
  * run full tiles (partial tiles are written back through a small buffer).
  *
- * Cache plan (Ice Lake / Zen 4 class: 32-48 KB L1d, 1-2 MB L2): an A
- * micro-panel (MR x KC = 8 KB) stays in L1 while the micro-kernel streams the
- * NR panels of one NB-wide block of packed B (KC x NB = 256 KB) from L2.
+ * Cache plan (Ice Lake / Zen class: 32-48 KB L1d, 1-2 MB L2): an A micro-
+ * panel (MR x KC: 24 KB on the AVX-512 path) stays in L1 while the micro-
+ * kernel streams the NR panels of one NB-wide block of packed B (KC x NB,
+ * 384 KB) from L2.
  *
- * Threads: one parallel region; the packing loops and the tile loop are
- * work-shared. Tiles are numbered B-block-major and handed out one B block
- * at a time, so each thread sweeps whole B blocks (its own L2 working set).
+ * Threads: one parallel region. The team packs A (all row panels of an MC x
+ * KC block) together; then each thread claims whole B blocks, packs each into
+ * its own buffer and sweeps every row panel over it, prefetching the block it
+ * claimed next meanwhile (see gemm_driver).
  *
  * Decode-sized products (M == 1 or N == 1) go to a GEMV that reads the matrix
  * once; small M with an untransposed B reads B in place instead of packing it,
