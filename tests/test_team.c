@@ -2,9 +2,10 @@
  * test_team.c - the decode team (kernels/team.c): one parallel region for a
  * batch-1 forward, GEMVs shared out over it.
  *
- * 1. graft_team_for gives every item to exactly one rank, in contiguous
- *    shares, rank 0 included, and uses the other ranks; nested runs and calls
- *    outside a team run on the calling thread.
+ * 1. graft_team_for gives every item to exactly one rank, rank 0 starting at
+ *    the front, and uses the other ranks; a rank done with its share takes
+ *    the back of another's (tail stealing); nested runs and calls outside a
+ *    team run on the calling thread.
  * 2. GEMVs on a team (F32 both layouts, F16 both layouts, Q8_0) and the
  *    cached attention of one query give the same bits as on one thread: each
  *    output is computed by one thread in a fixed order.
@@ -19,6 +20,7 @@
 #include "test_util.h"
 
 #include <stdint.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -29,6 +31,10 @@ typedef struct shares {
     int owner[N_ITEMS];
     int calls[N_ITEMS];
     int active_inside; /* graft_team_active() seen by fn on rank 0 */
+    int hold_others;   /* ranks > 0 wait in their first call until rank 0 stole */
+    int hold_rank0;    /* rank 0 waits in its first call until another rank took items */
+    int by_rank0;      /* items rank 0 has done */
+    int by_others;     /* items the other ranks have done */
 } shares;
 
 static int rank_now(void) {
@@ -39,12 +45,39 @@ static int rank_now(void) {
 #endif
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void record(void *arg, int i0, int i1) {
     shares *s = arg;
-    for (int i = i0; i < i1; i++) {
-        s->owner[i] = rank_now();
-        __atomic_fetch_add(&s->calls[i], 1, __ATOMIC_RELAXED);
+    const int r = rank_now();
+    if (r != 0 && s->hold_others) {
+        /* rank 0 gets through its own share (half the items on 2 threads) and
+         * must then come for this rank's; give up after 10 s so a broken
+         * team fails the checks instead of hanging */
+        const double t0 = now_s();
+        while (__atomic_load_n(&s->by_rank0, __ATOMIC_ACQUIRE) <= N_ITEMS / 2 && now_s() - t0 < 10.0) {
+        }
     }
+    if (r == 0 && s->hold_rank0) {
+        /* the other ranks may still be starting (the first region creates
+         * them): wait until one has done items, for at most 10 s */
+        const double t0 = now_s();
+        while (__atomic_load_n(&s->by_others, __ATOMIC_ACQUIRE) == 0 && now_s() - t0 < 10.0) {
+        }
+        s->hold_rank0 = 0;
+    }
+    for (int i = i0; i < i1; i++) {
+        s->owner[i] = r;
+        __atomic_fetch_add(&s->calls[i], 1, __ATOMIC_RELAXED);
+        /* some microseconds per item, so that every rank gets to take part */
+        for (volatile int spin = 0; spin < 5000; spin = spin + 1) {
+        }
+    }
+    __atomic_fetch_add(r == 0 ? &s->by_rank0 : &s->by_others, i1 - i0, __ATOMIC_RELEASE);
 }
 
 static int nested_ran;
@@ -63,23 +96,43 @@ static void body_for(void *arg) {
 
 static void test_for(void) {
     shares *s = calloc(1, sizeof *s);
+    s->hold_rank0 = 1;
     graft_team_run(body_for, s);
     CHECK(s->active_inside == 1);
     CHECK(nested_ran == 1);
     CHECK(!graft_team_active());
-    int once = 1, ranks_used = 0, prev = -1, contiguous = 1;
+    int once = 1, used[2] = {0, 0};
     for (int i = 0; i < N_ITEMS; i++) {
         once &= s->calls[i] == 1;
-        if (s->owner[i] != prev) {
-            contiguous &= s->owner[i] > prev; /* shares in rank order, each in one piece */
-            ranks_used++;
-            prev = s->owner[i];
-        }
+        used[s->owner[i] != 0]++;
     }
     CHECK(once);
-    CHECK(contiguous);
-    CHECK_MSG(ranks_used == graft_get_threads(), "%d ranks took items, %d threads", ranks_used, graft_get_threads());
     CHECK(s->owner[0] == 0);
+    CHECK_MSG(used[0] > 0 && used[1] > 0, "rank 0 took %d items, the others %d", used[0], used[1]);
+
+    /* tail stealing (2 threads): the other rank is held in its first chunk,
+     * so rank 0 finishes its own half and then takes the back of the other
+     * half; every item is still done exactly once */
+    if (graft_get_threads() == 2) {
+        memset(s, 0, sizeof *s);
+        s->hold_others = 1;
+        graft_team_run(body_for, s);
+        once = 1;
+        int first_half = 1;
+        for (int i = 0; i < N_ITEMS; i++) {
+            once &= s->calls[i] == 1;
+            if (i < N_ITEMS / 2) first_half &= s->owner[i] == 0;
+        }
+        CHECK(once);
+        CHECK(first_half);
+        CHECK_MSG(s->owner[N_ITEMS - 1] == 0 && s->by_rank0 > N_ITEMS / 2,
+                  "rank 0 did %d items; the last one went to rank %d", s->by_rank0,
+                  s->owner[N_ITEMS - 1]);
+        /* the front of the other half stayed with its owner, if the owner got
+         * to claim anything before rank 0 took it all (a late start) */
+        CHECK(s->by_others == 0 || s->owner[N_ITEMS / 2] != 0);
+    }
+
     /* outside a team: everything on the calling thread */
     memset(s, 0, sizeof *s);
     graft_team_for(N_ITEMS, record, s);

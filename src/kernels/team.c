@@ -40,14 +40,36 @@
 
 #define SPINS_BEFORE_YIELD 4096 /* pauses (tens of microseconds) before a waiter yields its CPU */
 
+/*
+ * Tail stealing. A fixed share per rank keeps each thread's rows one
+ * contiguous stream (claiming items from one shared counter interleaved the
+ * two threads' streams and decoded Q8_0 slower: bench/README.md), but a rank
+ * that finishes first then idled while the other read the end of its share:
+ * about a tenth of a GPT-2 decode. So each share is taken front to back in
+ * chunks by its owner, and a rank done with its own share takes chunks from
+ * the back of another's, so the two streams meet only at the very end.
+ * Each share is one 64-bit word (job tag, next item, end), claimed by
+ * compare-and-swap; the tag makes a claim on a finished job's word fail.
+ */
+#define TEAM_MAX 64                 /* ranks that take part in one job */
+#define SHARE_BITS 22               /* items per job with stealing: below 4M */
+#define SHARE_MASK ((1ull << SHARE_BITS) - 1)
+#define CHUNKS_PER_SHARE 16
+
+typedef struct team_share {
+    _Alignas(64) _Atomic unsigned long long w; /* tag << 44 | next << 22 | end */
+} team_share;
+
 typedef struct graft_team {
-    atomic_uint seq;  /* bumped by rank 0 to publish a job */
-    atomic_int done;  /* ranks > 0 that finished the current job */
+    atomic_uint seq;  /* bumped by rank 0 to publish a job; the low 20 bits tag it */
+    atomic_int left;  /* items of the current job not yet done */
     atomic_int stop;  /* the step is over */
     int size;         /* threads in the region */
-    graft_team_fn fn; /* the job: fn(arg, i0, i1) for this rank's items */
+    graft_team_fn fn; /* the job: fn(arg, i0, i1) for claimed items */
     void *arg;
     int n;
+    atomic_int chunk; /* items per claim (read by late ranks too, hence atomic) */
+    team_share share[TEAM_MAX];
 } graft_team;
 
 static _Thread_local graft_team *tls_team; /* set on rank 0 while it runs the step */
@@ -59,29 +81,72 @@ static void wait_pause(unsigned *spins) {
         sched_yield(); /* more runnable threads than CPUs: let the one we wait for run */
 }
 
-static void share(const graft_team *t, int rank, int *i0, int *i1) {
-    *i0 = (int)((long long)t->n * rank / t->size);
-    *i1 = (int)((long long)t->n * (rank + 1) / t->size);
+static unsigned long long share_word(unsigned tag, int next, int end) {
+    return (unsigned long long)(tag & 0xFFFFFu) << (2 * SHARE_BITS) |
+           (unsigned long long)next << SHARE_BITS | (unsigned long long)end;
+}
+
+/* Claim up to t->chunk items of rank r's share for job `tag`: from the front
+ * (the owner) or the back (another rank). 0 when the share is used up or the
+ * job is over. */
+static int claim(graft_team *t, int r, unsigned tag, int back, int *i0, int *i1) {
+    unsigned long long w = atomic_load_explicit(&t->share[r].w, memory_order_acquire);
+    for (;;) {
+        if ((unsigned)(w >> (2 * SHARE_BITS)) != (tag & 0xFFFFFu)) return 0;
+        const int next = (int)(w >> SHARE_BITS & SHARE_MASK), end = (int)(w & SHARE_MASK);
+        if (next >= end) return 0;
+        const int c = atomic_load_explicit(&t->chunk, memory_order_relaxed);
+        const int a = back ? (end - c > next ? end - c : next) : next;
+        const int b = back ? end : (next + c < end ? next + c : end);
+        const unsigned long long nw = back ? share_word(tag, next, a) : share_word(tag, b, end);
+        if (atomic_compare_exchange_weak_explicit(&t->share[r].w, &w, nw, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            *i0 = a;
+            *i1 = b;
+            return 1;
+        }
+    }
+}
+
+/* Everything rank `rank` does for job `tag`: its own share, then the backs
+ * of the others'. fn and arg cannot change under a successful claim: rank 0
+ * publishes the next job only when every item of this one is done. */
+static void run_job(graft_team *t, int rank, unsigned tag) {
+    int i0, i1;
+    for (int k = 0; k < t->size; k++) {
+        const int r = (rank + k) % t->size;
+        while (claim(t, r, tag, k != 0, &i0, &i1)) {
+            t->fn(t->arg, i0, i1);
+            atomic_fetch_sub_explicit(&t->left, i1 - i0, memory_order_release);
+        }
+    }
 }
 
 int graft_team_active(void) { return tls_team != NULL; }
 
 void graft_team_for(int n, graft_team_fn fn, void *arg) {
     graft_team *t = tls_team;
-    if (!t || t->size < 2 || n < 2) {
+    if (!t || t->size < 2 || n < 2 || (unsigned long long)n > SHARE_MASK) {
         fn(arg, 0, n);
         return;
     }
+    const unsigned tag = atomic_load_explicit(&t->seq, memory_order_relaxed) + 1;
     t->fn = fn;
     t->arg = arg;
     t->n = n;
-    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&t->seq, 1, memory_order_release); /* publishes fn, arg, n */
-    int i0, i1;
-    share(t, 0, &i0, &i1);
-    if (i1 > i0) fn(arg, i0, i1);
+    const int per = n / t->size;
+    atomic_store_explicit(&t->chunk, per / CHUNKS_PER_SHARE > 1 ? per / CHUNKS_PER_SHARE : 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&t->left, n, memory_order_relaxed);
+    for (int r = 0; r < t->size; r++)
+        atomic_store_explicit(&t->share[r].w,
+                              share_word(tag, (int)((long long)n * r / t->size),
+                                         (int)((long long)n * (r + 1) / t->size)),
+                              memory_order_release);
+    atomic_store_explicit(&t->seq, tag, memory_order_release); /* publishes the job */
+    run_job(t, 0, tag);
     unsigned spins = 0;
-    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->size - 1) wait_pause(&spins);
+    while (atomic_load_explicit(&t->left, memory_order_acquire) > 0) wait_pause(&spins);
 }
 
 void graft_par_items(int par, int n, graft_team_fn fn, void *arg) {
@@ -114,10 +179,7 @@ static void worker(graft_team *t, int rank) {
         const unsigned s = atomic_load_explicit(&t->seq, memory_order_acquire);
         if (s != last) {
             last = s;
-            int i0, i1;
-            share(t, rank, &i0, &i1);
-            if (i1 > i0) t->fn(t->arg, i0, i1);
-            atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+            run_job(t, rank, s);
             spins = 0;
             continue;
         }
@@ -141,19 +203,21 @@ static int team_enabled(void) {
 
 void graft_team_run(void (*body)(void *), void *arg) {
 #ifdef _OPENMP
-    const int want = omp_get_max_threads();
+    const int want = omp_get_max_threads() < TEAM_MAX ? omp_get_max_threads() : TEAM_MAX;
     if (want < 2 || omp_in_parallel() || tls_team || !team_enabled()) {
         body(arg);
         return;
     }
     graft_team t;
     atomic_init(&t.seq, 0);
-    atomic_init(&t.done, 0);
+    atomic_init(&t.left, 0);
     atomic_init(&t.stop, 0);
     t.size = want;
     t.fn = NULL;
     t.arg = NULL;
     t.n = 0;
+    atomic_init(&t.chunk, 1);
+    for (int r = 0; r < TEAM_MAX; r++) atomic_init(&t.share[r].w, 0);
 #pragma omp parallel num_threads(want)
     {
         const int rank = omp_get_thread_num();
