@@ -46,8 +46,9 @@
 /* One parallel region for a whole batch-1 forward: body(arg) runs on the
  * calling thread while the other threads wait for jobs; GEMVs that find a
  * team (graft_team_active) share their rows out with graft_team_for, which
- * calls fn(arg, i0, i1) on every thread for a fixed contiguous share of
- * [0, n) and returns when all are done. Without a team (or with one thread)
+ * calls fn(arg, i0, i1) on the team's threads for disjoint runs of [0, n)
+ * covering it (each thread its own share, then the back of the others') and
+ * returns when all are done. Without a team (or with one thread)
  * graft_team_for calls fn(arg, 0, n) on the calling thread. */
 typedef void (*graft_team_fn)(void *arg, int i0, int i1);
 /* A GEMV of more weights than this is shared out (team or OpenMP); smaller
@@ -57,9 +58,9 @@ typedef void (*graft_team_fn)(void *arg, int i0, int i1);
 void graft_team_run(void (*body)(void *), void *arg);
 int graft_team_active(void);
 void graft_team_for(int n, graft_team_fn fn, void *arg);
-/* Items [0, n) of a job, each thread a fixed contiguous share: on the decode
- * team when one runs on this thread, else (par != 0) on the OpenMP team,
- * else fn(arg, 0, n) here. */
+/* Items [0, n) of a job: on the decode team when one runs on this thread
+ * (graft_team_for), else (par != 0) on the OpenMP team, each thread a fixed
+ * contiguous share, else fn(arg, 0, n) here. */
 void graft_par_items(int par, int n, graft_team_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ scratch (scratch.c) */

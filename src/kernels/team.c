@@ -12,14 +12,15 @@
  * graft_team_run opens one region for the step instead. The calling thread
  * (rank 0) runs the forward as usual; the other threads park in a loop that
  * waits for jobs. A GEMV that finds a team on its thread (graft_team_active)
- * publishes its rows as a job (graft_team_for): every rank takes a fixed
- * contiguous share, rank 0 included, and rank 0 waits for the others. Parked
+ * publishes its rows as a job (graft_team_for): every rank takes its own
+ * contiguous share, rank 0 included, then helps with the back of the others'
+ * (tail stealing, below), and rank 0 waits until every item is done. Parked
  * threads spin with a pause, then yield the CPU, so a token costs one wake-up
  * and never a sleep. The region ends with the step.
  *
- * Shares are fixed by rank (item i goes to the rank whose range holds it), as
- * with a static schedule: each output is computed by exactly one thread in
- * the same order, so results do not depend on the team.
+ * Whichever rank takes an item computes all of it (a group of rows, a band,
+ * a head) in the same order as one thread would, so results do not depend on
+ * the team or on who took what.
  */
 #include "internal.h"
 #include "kernels.h"
