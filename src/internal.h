@@ -35,6 +35,10 @@ graft_status graft_fail_prefix(graft_status st, const char *fmt, ...)
  * Release with graft_free_aligned. */
 void *graft_alloc_aligned(size_t bytes);
 void *graft_calloc_aligned(size_t bytes);
+/* The same for a big buffer filled a little at a time (the KV cache): from
+ * 2 MiB on it is aligned to 2 MiB and asks the kernel for huge pages, so it
+ * faults in a few times instead of once per 4 KiB. */
+void *graft_alloc_huge(size_t bytes);
 void graft_free_aligned(void *p);
 /* Overflow-checked size product; returns false on overflow. */
 bool graft_mul_size(size_t a, size_t b, size_t *out);

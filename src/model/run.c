@@ -249,8 +249,8 @@ graft_status graft_kv_create(const graft_config *cfg, int n_ctx, graft_kv *kv) {
     kv->n_ctx = n_ctx;
     kv->kv_dim = cfg->n_kv_head * cfg->head_dim;
     size_t n = (size_t)cfg->n_layer * n_ctx * kv->kv_dim;
-    kv->k = graft_alloc_aligned(n * sizeof(float));
-    kv->v = graft_alloc_aligned(n * sizeof(float));
+    kv->k = graft_alloc_huge(n * sizeof(float));
+    kv->v = graft_alloc_huge(n * sizeof(float));
     if (!kv->k || !kv->v) {
         graft_kv_free(kv);
         return graft_fail(GRAFT_ERR_NOMEM, "KV cache: cannot allocate %zu MiB", 2 * n * sizeof(float) >> 20);
