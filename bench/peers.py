@@ -15,10 +15,14 @@ graft and llama.cpp its GGUF exports: F32, F16, and Q8_0 by llama-quantize or
 bench/gguf_q8_0.py). The same threads for everyone. Rounds are interleaved:
 each round runs graft once and every peer once (odd rounds in the reverse
 order), each a fresh process with its own warm-up, and every figure is the
-median and the best over the rounds. Before the rounds, build/bench_floors measures the machine's floors
-(read bandwidth, sgemm peak), and every figure gets its ratio to its floor:
-FLOPs / sgemm peak for prefill and training, bytes of weights per token /
-read bandwidth for decode.
+median and the best over the rounds. At the start of every round and after
+the last, build/bench_floors measures the machine's floors (read bandwidth,
+sgemm peak), and every figure gets its ratio to its floor: FLOPs / sgemm
+peak for prefill and training, bytes of weights per token / read bandwidth
+for decode. Two ratios: against the best floor of the whole run (strict),
+and each sample against the floor measured in its own round (paired; the
+median of those): this VM's bandwidth moves by up to 30% within minutes, and
+only the paired ratio compares a sample with the machine as it was then.
 
 Prints two markdown tables (the figures against the issue's targets, and the
 floors) and writes them, with every raw sample, to BUILD/peers.md and
@@ -206,6 +210,7 @@ class Figure:
 
     def __init__(self, key, label, unit):
         self.key, self.label, self.unit, self.samples, self.errors = key, label, unit, [], []
+        self.rounds = []  # the round of each sample (for the paired floor ratios)
 
     def median(self):
         return statistics.median(self.samples) if self.samples else None
@@ -357,11 +362,14 @@ def main():
     # kernel) when a model's matrices reach 64 MiB; GRAFT_WEIGHTS=stored says so whatever the size.
     graft_stored = dict(graft_env, GRAFT_WEIGHTS="stored")
 
-    # --- the floors: measured before and after the rounds; the better of the two is the floor
+    # --- the floors: measured at the start of each round and after the last; the best run is the
+    # strict floor, and each round's own run is the floor its samples are paired with
     floors = {"cpu": platform.processor() or "?", "flags": "?"}
+    round_floors = {}  # round -> {"read": GB/s, "sgemm": GFLOP/s} measured at its start
 
-    def measure_floors(when):
-        print("== floors (%s the rounds): build/bench_floors %d ==" % (when, T), file=sys.stderr)
+    def measure_floors(when, rnd=None):
+        print("== floors (%s): build/bench_floors %d ==" % (when, T), file=sys.stderr)
+        this = {}
         for line in R.run([floors_bin, str(T)], env=graft_env).splitlines():
             if line.startswith("cpu:"):
                 floors["cpu"] = line[4:].strip()
@@ -373,9 +381,14 @@ def main():
                 floors.setdefault("measured", []).append([k, when] + list(v))
                 if k not in floors or v[0] > floors[k][0]:
                     floors[k] = v
+                if k == "read (decode floor)":
+                    this["read"] = v[0]
+                elif k.startswith("sgemm"):
+                    this["sgemm"] = max(this.get("sgemm", 0.0), v[0])
         if a.dry_run:
             floors.update({"read (decode floor)": (1.0, 1.0), "sgemm 1024^3 builtin": (1.0, 1.0)})
-    measure_floors("before")
+        if rnd is not None:
+            round_floors[rnd] = this
 
     # --- the figures and how each round fills them
     figs = {}
@@ -390,6 +403,7 @@ def main():
     def add(key, v):
         if v is not None and v > 0:
             figs[key].samples.append(v)
+            figs[key].rounds.append(cur_round[0])
 
     def llama(model, p, n):
         """llama-bench: one test per figure, one repetition (its own warm-up run first)."""
@@ -401,6 +415,7 @@ def main():
             res["pp" if r["n_prompt"] and not r["n_gen"] else "tg"] = r["avg_ts"]
         return res
 
+    cur_round = [0]  # the round being run (add() files each sample under it)
     tasks = []  # (tool name, function filling figures); run in this order every round
     n_dec_s, n_pre = 256, 256
     n_dec_g = 16 if a.quick else 64
@@ -512,6 +527,8 @@ def main():
     t_start = time.time()
     for rnd in range(runs):
         print("== round %d of %d ==" % (rnd + 1, runs), file=sys.stderr)
+        cur_round[0] = rnd
+        measure_floors("start of round %d" % (rnd + 1), rnd)
         # odd rounds run the list backwards, so no tool always follows the same one
         for tool, fn in (tasks if rnd % 2 == 0 else tasks[::-1]):
             try:
@@ -524,7 +541,7 @@ def main():
                                              "PyTorch": "torch"}[tool]):
                         f.errors.append(msg)
     elapsed = time.time() - t_start
-    measure_floors("after")
+    measure_floors("after the rounds")
     if a.dry_run:
         return
     bw = floors.get("read (decode floor)", (None,))[0]
@@ -593,10 +610,14 @@ def main():
     w("")
     w("### Floors")
     w("")
-    w("CPU flags: %s. Measured by `bench_floors %d` before and after the rounds (best of 5 each; the better "
-      "run is the floor): read bandwidth %s GB/s (runs: %s), sgemm peak %s GFLOP/s (%s; runs: %s). Floor = the "
-      "rate the machine allows: sgemm peak / FLOPs for prefill and training, read bandwidth / bytes of weights "
-      "per token for decode. x floor = floor rate / median rate (1.0 = at the floor)."
+    w("CPU flags: %s. Measured by `bench_floors %d` at the start of each round and after the last (best of 5 "
+      "each): read bandwidth %s GB/s at best (runs: %s), sgemm peak %s GFLOP/s at best (%s; runs: %s). Floor = "
+      "the rate the machine allows: sgemm peak / FLOPs for prefill and training, read bandwidth / bytes of "
+      "weights per token for decode. x floor = floor rate / sample rate (1.0 = at the floor), two ways: "
+      "*strict*, the best floor of the run over the median sample; *paired*, the median over the rounds of each "
+      "sample against the floor measured at the start of its own round. The targets are judged on the paired "
+      "ratio: the machine's bandwidth moved by up to 30%% within minutes, and a floor "
+      "measured at another time says little about the machine a sample ran on."
       % (floors["flags"], T, fmt(bw, 1), ", ".join(fmt(x, 1) for x in spread["read (decode floor)"]),
          fmt(peak, 1), peak_name.replace("1024^3 ", ""), ", ".join(fmt(x, 1) for x in spread.get(peak_name, []))))
     w("Environment (the shell's OMP_* variables are not passed on): graft with OMP_WAIT_POLICY=passive (as "
@@ -604,8 +625,8 @@ def main():
       "torch.set_num_threads and OMP_NUM_THREADS."
       + "".join(" " + floors[k] + "." for k in ("graft", "torch") if floors.get(k)))
     w("")
-    w("| figure | tool | work per unit | floor | median | x floor | target | met? |")
-    w("|---|---|---:|---:|---:|---:|---:|---|")
+    w("| figure | tool | work per unit | best floor | median | x floor, strict | x floor, paired | target | met? |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---|")
 
     def floor_row(key, tool, shape, kind, target=None):
         f = figs.get(key)
@@ -613,20 +634,27 @@ def main():
             return
         if kind == "prefill":
             work = prefill_flops(shape, n_pre) / n_pre
-            floor = peak * 1e9 / work if peak else None
             wtxt = "%.1f MFLOP/token" % (work / 1e6)
         elif kind == "step":
             work = step_flops(shape, 4, 64)
-            floor = peak * 1e9 / work if peak else None
             wtxt = "%.1f GFLOP/step" % (work / 1e9)
         else:
             work = shape["bytes_per_token"]
-            floor = bw * 1e9 / work if bw else None
             wtxt = ("%.1f MB/token" % (work / 1e6)) if work >= 1e6 else ("%.0f kB/token" % (work / 1e3))
+        unit = 1e9 / work  # floor rate per GB/s or GFLOP/s
+
+        def rate_floor(fl):
+            v = fl.get("read") if kind == "decode" else fl.get("sgemm")
+            return v * unit if v else None
+        floor = rate_floor({"read": bw, "sgemm": peak})
         x = floor / f.median() if floor else None
-        met = "-" if target is None else ("?" if x is None else ("yes" if x <= target else "no"))
-        w("| %s, %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        paired = [rate_floor(round_floors[r]) / v for v, r in zip(f.samples, f.rounds)
+                  if r in round_floors and rate_floor(round_floors[r])]
+        xp = statistics.median(paired) if paired else None
+        met = "-" if target is None else ("?" if xp is None else ("yes" if xp <= target else "no"))
+        w("| %s, %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             f.label, f.unit, tool, wtxt, fmt(floor), fmt(f.median()), "-" if x is None else "%.2f" % x,
+            "-" if xp is None else "%.2f (%.2f-%.2f)" % (xp, min(paired), max(paired)),
             "-" if target is None else "<= %.1f" % target, met))
 
     s, g32 = shapes.get("s"), shapes.get("gf32")
@@ -669,8 +697,10 @@ def main():
     print(text)
     with open(out_md, "w") as f:
         f.write(text)
-    raw = {"threads": T, "runs": runs, "floors": floors, "shapes": shapes, "notes": notes,
-           "figures": {k: {"label": f.label, "unit": f.unit, "samples": f.samples, "errors": f.errors}
+    raw = {"threads": T, "runs": runs, "floors": floors, "round_floors": round_floors, "shapes": shapes,
+           "notes": notes,
+           "figures": {k: {"label": f.label, "unit": f.unit, "samples": f.samples, "rounds": f.rounds,
+                           "errors": f.errors}
                        for k, f in figs.items()}}
     with open(os.path.splitext(out_md)[0] + ".json", "w") as f:
         json.dump(raw, f, indent=1)
