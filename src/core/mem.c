@@ -17,8 +17,9 @@ void *graft_alloc_aligned(size_t bytes) {
 /* A decode step appends one row per layer to the KV cache, so its pages are
  * first touched one by one during the decode: in a VM each 4 KiB fault cost
  * microseconds, about 5% of a GPT-2 F16 decode step (perf, bench/README.md).
- * With transparent huge pages in "madvise" mode (Debian's default) the
- * madvise below makes them 2 MiB; elsewhere it is a harmless no-op. */
+ * With transparent huge pages in "madvise" mode (this machine's) or
+ * "always", the madvise below makes them 2 MiB; with "never" it does
+ * nothing. */
 void *graft_alloc_huge(size_t bytes) {
     if (bytes < HUGE_PAGE) return graft_alloc_aligned(bytes);
     size_t rounded = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);

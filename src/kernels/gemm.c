@@ -16,9 +16,9 @@
 
 /* Which GEMM runs the products of several rows. Where the built-in GEMM
  * runs its AVX-512 kernels it beats OpenBLAS 0.3.21 on the 2-core EPYC these
- * figures come from (1024^3: 262-286 GFLOP/s against 185-202; K=768,
- * N=3072, M=256: 186 against 104; bench/README.md), so it runs there; on the
- * AVX2 path OpenBLAS is 7-13% ahead at M=64 and keeps those products.
+ * figures come from (1024^3: 304-388 GFLOP/s against 185-202; K=768,
+ * N=3072, M=256: 369-383 against 193-201; bench/README.md), so it runs there;
+ * on the AVX2 path OpenBLAS is 3-11% ahead at M=64 and keeps those products.
  * GRAFT_GEMM=openblas|builtin decides instead (benchmarks, comparisons). */
 int graft_gemm_uses_blas(void) {
 #ifdef GRAFT_USE_OPENBLAS
