@@ -433,6 +433,7 @@ typedef struct gemv_job {
     dot4_q8i_fn q8i;
     float *part; /* axpy: nb partial rows of L sums, one per band of rows */
     int nb;
+    const float *bias; /* added to each output by the thread that computes it (beta 0), or NULL */
 } gemv_job;
 
 /* Groups [g0, g1) of four rows: y[r] = beta y[r] + sum_l W[r][l] x[l]. */
@@ -452,7 +453,8 @@ static void dot_groups(void *arg, int g0, int g1) {
             j->k->dot4_q8(s, rows, j->x, j->L);
         else
             j->k->dot4(s, (const uint16_t *const *)rows, j->x, j->L, bf16);
-        for (int i = 0; i < nr; i++) j->y[r0 + i] = j->beta == 0.0f ? s[i] : j->y[r0 + i] + s[i];
+        for (int i = 0; i < nr; i++)
+            j->y[r0 + i] = j->beta != 0.0f ? j->y[r0 + i] + s[i] : j->bias ? j->bias[r0 + i] + s[i] : s[i];
     }
 }
 
@@ -490,8 +492,9 @@ static void gemv_run(int n, graft_team_fn fn, gemv_job *j) {
 
 /* y[r] = beta y[r] + sum_l W[r][l] x[l] for r < R (beta 0 or 1); rows are
  * ld bytes apart. */
-static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1};
+static void gemv_dot(float *y, float beta, const float *bias, const graft_wmat *w, size_t ld, const float *x,
+                     int R, int L) {
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1, bias};
     /* x quantised once for every row (the integer kernels; L <= 32768 keeps it on the stack) */
     j.q8i = w->dtype == GRAFT_WMAT_Q8_0 && L <= 32768 ? q8_int_kernel(NULL) : NULL;
     int8_t xq[j.q8i ? L : 1];
@@ -513,7 +516,7 @@ static void gemv_dot(float *y, float beta, const graft_wmat *w, size_t ld, const
  * 46 GB/s, F16); bands read them at 42-44. The number of bands comes from
  * the shape alone, so the sums do not depend on the thread count. */
 static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
-    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1};
+    gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1, NULL};
     if (w->dtype == GRAFT_WMAT_Q8_0) {
         gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_q8_chunks, &j);
         return;
@@ -596,18 +599,22 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
     }
     if (M <= 0 || N <= 0) return;
     layout = stored_layout(&w, layout);
+    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
+    const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
+    if (M == 1 && layout == GRAFT_W_NK) {
+        /* W [N, K]: one dot per output, the bias added by the thread that
+         * computes it (a copy first was serial work on the decode team's
+         * rank 0, reading the bias from the mapping) */
+        gemv_dot(y, 0.0f, b, &w, ld, x, N, K);
+        return;
+    }
     float beta = 0.0f;
     if (b) {
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
         beta = 1.0f;
     }
-    const int L = layout == GRAFT_W_NK ? K : N, R = layout == GRAFT_W_NK ? N : K;
-    const size_t ld = graft_wmat_row_bytes(w.dtype, (size_t)L);
-    if (M == 1) {
-        if (layout == GRAFT_W_NK) /* W [N, K]: one dot per output */
-            gemv_dot(y, beta, &w, ld, x, N, K);
-        else /* W [K, N]: rows of W weighted by x */
-            gemv_axpy(y, beta, &w, ld, x, K, N);
+    if (M == 1) { /* W [K, N]: rows of W weighted by x */
+        gemv_axpy(y, beta, &w, ld, x, K, N);
         return;
     }
     /* Slices of whole rows of W, widened, then the f32 GEMM. */
@@ -617,7 +624,7 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
         for (int i = 0; i < M; i++) {
             float *yi = y + (size_t)i * N;
             if (layout == GRAFT_W_NK)
-                gemv_dot(yi, beta, &w, ld, x + (size_t)i * K, N, K);
+                gemv_dot(yi, beta, NULL, &w, ld, x + (size_t)i * K, N, K);
             else
                 gemv_axpy(yi, beta, &w, ld, x + (size_t)i * K, K, N);
         }
@@ -651,7 +658,7 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
             if (layout == GRAFT_W_NK) /* dx[k] += sum_n dy[n] W[n][k] */
                 gemv_axpy(dxi, 1.0f, &w, ld, dyi, N, K);
             else /* W [K, N]: dx[k] += W[k] . dy */
-                gemv_dot(dxi, 1.0f, &w, ld, dyi, K, N);
+                gemv_dot(dxi, 1.0f, NULL, &w, ld, dyi, K, N);
         }
         return;
     }
