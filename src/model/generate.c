@@ -90,12 +90,24 @@ static uint64_t splitmix64(uint64_t *s) {
 
 static double uniform01(uint64_t *s) { return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-/* Argmax; ties go to the lowest id, as torch.argmax does. */
+/* Argmax; ties go to the lowest id, as torch.argmax does, and a NaN never
+ * wins (a NaN in x[0] gives 0). Sixteen running maxima that the compiler
+ * turns into vector max instructions, then the first index holding the
+ * largest: the one-at-a-time loop took 36 us over GPT-2's 50257 logits, part
+ * of every decode step, against 11. */
 static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    if (n <= 1 || isnan(x[0])) return 0;
+    float m[16];
+    for (int j = 0; j < 16; j++) m[j] = x[0];
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float mx = m[0];
+    for (int j = 1; j < 16; j++) mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
 }
 
 typedef struct {
