@@ -214,27 +214,39 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2(float out[4], 
     for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
 }
 
-/* Q8_0 x Q8_0 with AVX2 integer dots (CPUs without AVX-512 VNNI): x rounded
- * to Q8_0 blocks as in dot4_q8_vnni; per block |x| (unsigned) times the
- * weights carrying x's sign, pairs summed to 16 bits (at most 2 x 127 x 128,
- * no saturation), then to 32 bits, then one multiply-add of the two scales. */
+/* The integer Q8_0 x Q8_0 dot of four rows, x rounded to Q8_0 blocks
+ * (graft_q8_0_quantize): per block |x| (unsigned) times the weights carrying
+ * x's sign, summed to 32 bits by Q8_PRODUCT(ux, sw), then one multiply-add of
+ * the two scales. One body for the AVX2 and the VNNI kernels, which differ
+ * only in that product and in the instructions their target allows. */
+#define Q8_INT_DOT4(Q8_PRODUCT)                                                                    \
+    do {                                                                                           \
+        __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),              \
+                       _mm256_setzero_ps()};                                                       \
+        for (int b = 0; b < L / Q8_BLOCK; b++) {                                                   \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * Q8_BLOCK)); \
+            const __m256i ax = _mm256_abs_epi8(xv);                                                \
+            for (int i = 0; i < 4; i++) {                                                          \
+                const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;                                  \
+                graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);                                        \
+                const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));   \
+                const __m256i p = Q8_PRODUCT(ax, _mm256_sign_epi8(wv, xv));                        \
+                const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];     \
+                a[i] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), a[i]);           \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);                                          \
+    } while (0)
+
+/* AVX2 (CPUs without AVX-512 VNNI): pairs summed to 16 bits (at most
+ * 2 x 127 x 128, no saturation), then to 32 bits. */
+__attribute__((target("avx2"))) static inline __m256i q8_product_avx2(__m256i ux, __m256i sw) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ux, sw), _mm256_set1_epi16(1));
+}
+
 __attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2i(float out[4], const uint8_t *const r[4],
                                                                    const int8_t *xq, const float *xd, int L) {
-    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int b = 0; b < L / Q8_BLOCK; b++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * Q8_BLOCK));
-        const __m256i ax = _mm256_abs_epi8(xv);
-        for (int i = 0; i < 4; i++) {
-            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
-            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
-            const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];
-            a[i] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), a[i]);
-        }
-    }
-    for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
+    Q8_INT_DOT4(q8_product_avx2);
 }
 
 /* ------------------------------------------------------------------ AVX-512 */
@@ -308,27 +320,18 @@ __attribute__((target("avx512f,f16c"))) static void dot4_q8_avx512(float out[4],
     for (int i = 0; i < 4; i++) out[i] = _mm512_reduce_add_ps(a[i]);
 }
 /* Q8_0 x Q8_0 with AVX-512 VNNI (256-bit): x quantised per block like the
- * weights (graft_q8_0_quantize), then per block one dpbusd of |x| (unsigned)
- * against the weights carrying x's sign, and one multiply-add of the two
- * scales. A third of the work of widening the weights to floats, at the
- * price of rounding x to 8 bits (about 0.4% per element, as llama.cpp's Q8_0
- * dot does); used for batch-1 products only. */
+ * weights, then per block one dpbusd of |x| against the weights carrying x's
+ * sign (Q8_INT_DOT4). A third of the work of widening the weights to floats,
+ * at the price of rounding x to 8 bits (about 0.4% per element, as
+ * llama.cpp's Q8_0 dot does); used for batch-1 products only. */
+__attribute__((target("avx2,avx512f,avx512vl,avx512vnni"))) static inline __m256i q8_product_vnni(__m256i ux,
+                                                                                                    __m256i sw) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, sw);
+}
+
 __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni"))) static void
 dot4_q8_vnni(float out[4], const uint8_t *const r[4], const int8_t *xq, const float *xd, int L) {
-    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int b = 0; b < L / Q8_BLOCK; b++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * Q8_BLOCK));
-        const __m256i ax = _mm256_abs_epi8(xv);
-        for (int i = 0; i < 4; i++) {
-            const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;
-            graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
-            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, _mm256_sign_epi8(wv, xv));
-            const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];
-            a[i] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), a[i]);
-        }
-    }
-    for (int i = 0; i < 4; i++) out[i] = hsum8(a[i]);
+    Q8_INT_DOT4(q8_product_vnni);
 }
 #endif /* WMAT_X86 */
 
