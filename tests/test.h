@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int t_pass, t_fail;
 
@@ -105,6 +106,14 @@ static inline uint64_t test_rand64(void) {
 }
 static inline double test_urand(void) { return (double)(test_rand64() >> 11) * 0x1.0p-53; } /* [0, 1) */
 static inline float test_frand(float lo, float hi) { return lo + (hi - lo) * (float)test_urand(); }
+
+/* Monotonic seconds: waits with a timeout, and the coarse bounds that catch a
+ * quadratic blow-up (speed itself is measured in bench/, not here). */
+static inline double test_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 #ifdef GRAFT_INTERNAL_H
 /* n zeroed floats on a 64-byte line; a test that cannot allocate stops. */

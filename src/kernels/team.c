@@ -68,7 +68,6 @@ typedef struct graft_team {
     int size;         /* threads in the region */
     graft_team_fn fn; /* the job: fn(arg, i0, i1) for claimed items */
     void *arg;
-    int n;
     atomic_int chunk; /* items per claim (read by late ranks too, hence atomic) */
     team_share share[TEAM_MAX];
 } graft_team;
@@ -134,7 +133,6 @@ void graft_team_for(int n, graft_team_fn fn, void *arg) {
     const unsigned tag = atomic_load_explicit(&t->seq, memory_order_relaxed) + 1;
     t->fn = fn;
     t->arg = arg;
-    t->n = n;
     const int per = n / t->size;
     atomic_store_explicit(&t->chunk, per / CHUNKS_PER_SHARE > 1 ? per / CHUNKS_PER_SHARE : 1,
                           memory_order_relaxed);
@@ -216,7 +214,6 @@ void graft_team_run(void (*body)(void *), void *arg) {
     t.size = want;
     t.fn = NULL;
     t.arg = NULL;
-    t.n = 0;
     atomic_init(&t.chunk, 1);
     for (int r = 0; r < TEAM_MAX; r++) atomic_init(&t.share[r].w, 0);
 #pragma omp parallel num_threads(want)
