@@ -64,6 +64,10 @@ void graft_fsync_dir(const char *dir);
 /* Write a file atomically: write to path.tmp, fsync, rename over path, fsync
  * the folder. */
 graft_status graft_write_file_atomic(const char *path, const void *data, size_t size);
+/* write(2) until all of data is out: 0, or the errno that stopped it. A short
+ * write (the call that fills a disk) is followed by one for the rest, which
+ * names the cause (ENOSPC); a write that takes nothing gives EIO. */
+int graft_write_all(int fd, const void *data, size_t size);
 bool graft_path_is_dir(const char *path);
 /* mkdir -p: create path and any missing parents. */
 graft_status graft_mkdir_p(const char *path);

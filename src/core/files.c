@@ -92,6 +92,19 @@ graft_status graft_read_file(const char *path, char **data, size_t *size) {
     return GRAFT_OK;
 }
 
+int graft_write_all(int fd, const void *data, size_t size) {
+    const uint8_t *p = data;
+    while (size > 0) {
+        const ssize_t w = write(fd, p, size);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno;
+        if (w == 0) return EIO;
+        p += w;
+        size -= (size_t)w;
+    }
+    return 0;
+}
+
 graft_status graft_write_file_atomic(const char *path, const void *data, size_t size) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
@@ -104,20 +117,13 @@ graft_status graft_write_file_atomic(const char *path, const void *data, size_t 
         free(tmp);
         return st;
     }
-    const uint8_t *p = data;
-    size_t left = size;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            graft_status st = graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return st;
-        }
-        p += w;
-        left -= (size_t)w;
+    const int err = graft_write_all(fd, data, size);
+    if (err) {
+        graft_status st = graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", tmp, strerror(err));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return st;
     }
     /* fsync before rename: after a crash either the old or the new file is there, whole. */
     if (fsync(fd) != 0 || close(fd) != 0) {

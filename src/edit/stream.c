@@ -325,18 +325,12 @@ static graft_status append_point(runner *R, const point *p) {
         free(line);
         return graft_fail(GRAFT_ERR_IO, "%s: %s", R->results_path, strerror(errno));
     }
-    /* A short write (the call that fills the disk) sets no errno: write the
-     * rest, and the disk names its state (ENOSPC) on the next call. A resumed
-     * run drops a torn line. */
-    size_t done = 0;
-    ssize_t w = 0;
-    while (done < len && ((w = write(fd, line + done, len - done)) > 0 || (w < 0 && errno == EINTR)))
-        if (w > 0) done += (size_t)w;
-    int ok = done == len && fsync(fd) == 0;
-    const char *why = ok ? "" : w == 0 ? "wrote nothing (disk full?)" : strerror(errno);
+    /* the whole line or the disk's errno (a resumed run drops a torn line) */
+    int err = graft_write_all(fd, line, len);
+    if (!err && fsync(fd) != 0) err = errno;
     close(fd);
     free(line);
-    return ok ? GRAFT_OK : graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", R->results_path, why);
+    return err ? graft_fail(GRAFT_ERR_IO, "%s: write failed: %s", R->results_path, strerror(err)) : GRAFT_OK;
 }
 
 static graft_status write_plot(runner *R) {
