@@ -178,6 +178,35 @@ static void test_q8(const char *isa, int M, int K, int N) {
     free(q), free(f), free(ft), free(x), free(y), free(yr), free(dy), free(dx), free(dxr);
 }
 
+/* graft_q8_0_quantize on the current path against its definition: per block
+ * of 32, d = max|x| / 127 and q = x / d rounded to nearest, ties to even.
+ * Blocks: random at several magnitudes, all zero, and max|x| = 127 (d = 1)
+ * with halves, where only ties-to-even gives the expected integers. */
+static void test_q8_quantize(const char *isa) {
+    enum { NB = 40, N = NB * 32 };
+    float x[N], d[NB], dr[NB];
+    signed char q[N], qr[N];
+    for (int b = 0; b < NB; b++) {
+        const float mag = b % 5 == 0 ? 0.0f : powf(10.0f, (float)(b % 7) - 3.0f);
+        for (int k = 0; k < 32; k++) x[b * 32 + k] = mag * test_frand(-1.0f, 1.0f);
+    }
+    for (int k = 0; k < 32; k++) x[7 * 32 + k] = k == 0 ? -127.0f : (float)(k - 16) + 0.5f; /* ties */
+    for (int b = 0; b < NB; b++) {
+        float amax = 0.0f;
+        for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(x[b * 32 + k]));
+        dr[b] = amax / 127.0f;
+        const float inv = dr[b] > 0.0f ? 1.0f / dr[b] : 0.0f;
+        for (int k = 0; k < 32; k++) qr[b * 32 + k] = (signed char)lrintf(x[b * 32 + k] * inv);
+    }
+    CHECK_MSG(qr[7 * 32 + 16] == 0 && qr[7 * 32 + 19] == 4 && qr[7 * 32 + 12] == -4, "tie block built wrong");
+    memset(q, 0x55, sizeof q);
+    graft_q8_0_quantize(q, d, x, N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += q[i] != qr[i];
+    for (int b = 0; b < NB; b++) bad += d[b] != dr[b];
+    CHECK_MSG(bad == 0, "%s graft_q8_0_quantize: %d values differ from the definition", isa, bad);
+}
+
 static void test_embed(int bf16) {
     const int V = 37, C = 45, T = 6;
     uint16_t *h = malloc((size_t)V * C * 2);
@@ -339,6 +368,7 @@ int main(void) {
                     test_linear(isas[i], bf16, (graft_layout)lay, shapes[s][0], shapes[s][1], shapes[s][2]);
         test_embed(0);
         test_embed(1);
+        test_q8_quantize(isas[i]);
         test_q8(isas[i], 1, 64, 48);
         test_q8(isas[i], 1, 768, 131);
         test_q8(isas[i], 3, 96, 70);

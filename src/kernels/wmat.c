@@ -92,7 +92,7 @@ void graft_q8_0_to_f32(float *dst, const void *src, size_t n) {
     }
 }
 
-void graft_q8_0_quantize(signed char *q, float *d, const float *x, size_t n) {
+static void q8_quantize_generic(signed char *q, float *d, const float *x, size_t n) {
     for (size_t b = 0; b < n / Q8_BLOCK; b++) {
         const float *xb = x + b * Q8_BLOCK;
         float amax = 0.0f;
@@ -226,25 +226,67 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_q8_avx2(float out[4], 
     }
 }
 
+/* q8_quantize_generic eight lanes at a time, with the same result: the same
+ * scale, x * (1 / scale) rounded to nearest even (the default MXCSR mode,
+ * as lrintf's) and |q| <= 127, so the saturating packs never clip. x is
+ * quantised once per batch-1 Q8_0 product, on the decode team's rank 0 while
+ * the others wait: the scalar loop (a libm call per element) was 2% of a
+ * GPT-2 Q8_0 decode step. */
+__attribute__((target("avx2,fma"))) static void q8_quantize_avx2(signed char *q, float *d, const float *x,
+                                                                 size_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t b = 0; b < n / Q8_BLOCK; b++) {
+        const float *xb = x + b * Q8_BLOCK;
+        const __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
+                     v3 = _mm256_loadu_ps(xb + 24);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                       _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float scale = _mm_cvtss_f32(h) / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        d[b] = scale;
+        const __m256 iv = _mm256_set1_ps(inv);
+        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, iv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, iv)),
+                      i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, iv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, iv));
+        /* the packs work within 128-bit lanes: 4-byte groups come out as
+         * i0[0:4] i1[0:4] i2[0:4] i3[0:4] | i0[4:8] i1[4:8] ...; put them in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)(void *)(q + b * Q8_BLOCK), _mm256_permutevar8x32_epi32(p, order));
+    }
+}
+
 /* The integer Q8_0 x Q8_0 dot of four rows, x rounded to Q8_0 blocks
  * (graft_q8_0_quantize): per block |x| (unsigned) times the weights carrying
  * x's sign, summed to 32 bits by Q8_PRODUCT(ux, sw), then one multiply-add of
  * the two scales. One body for the AVX2 and the VNNI kernels, which differ
- * only in that product and in the instructions their target allows. */
+ * only in that product and in the instructions their target allows. Even
+ * and odd blocks go to two chains of sums: with one, the multiply-add's
+ * latency held a thread to about 8 weights a cycle, no faster than memory. */
+#define Q8_INT_BLOCK(Q8_PRODUCT, acc, b)                                                          \
+    do {                                                                                          \
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + (b) * Q8_BLOCK)); \
+        const uint8_t *blk = row + (size_t)(b) * Q8_BYTES;                                        \
+        graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);                                               \
+        const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));          \
+        const __m256i p = Q8_PRODUCT(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));              \
+        const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];            \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), acc);                    \
+    } while (0)
 #define Q8_INT_DOT4(Q8_PRODUCT)                                                                    \
     do {                                                                                           \
+        const int nb = L / Q8_BLOCK;                                                               \
         for (int i = 0; i < 4; i++) { /* rows one after another (top of the file) */             \
-            __m256 a = _mm256_setzero_ps();                                                        \
-            for (int b = 0; b < L / Q8_BLOCK; b++) {                                               \
-                const __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xq + b * Q8_BLOCK)); \
-                const uint8_t *blk = r[i] + (size_t)b * Q8_BYTES;                                  \
-                graft_prefetch(blk + GRAFT_PREFETCH_AHEAD);                                        \
-                const __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));   \
-                const __m256i p = Q8_PRODUCT(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));       \
-                const float sc = _cvtsh_ss(ld16((const uint16_t *)(const void *)blk)) * xd[b];     \
-                a = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(p), a);                 \
+            const uint8_t *row = r[i];                                                             \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0;                                              \
+            int b = 0;                                                                             \
+            for (; b + 2 <= nb; b += 2) {                                                          \
+                Q8_INT_BLOCK(Q8_PRODUCT, a0, b);                                                   \
+                Q8_INT_BLOCK(Q8_PRODUCT, a1, b + 1);                                               \
             }                                                                                      \
-            out[i] = hsum8(a);                                                                     \
+            if (b < nb) Q8_INT_BLOCK(Q8_PRODUCT, a0, b);                                           \
+            out[i] = hsum8(_mm256_add_ps(a0, a1));                                                 \
         }                                                                                          \
     } while (0)
 
@@ -419,6 +461,16 @@ static dot4_q8i_fn q8_int_kernel(const char **name) {
 #endif
     if (name) *name = nm;
     return fn;
+}
+
+void graft_q8_0_quantize(signed char *q, float *d, const float *x, size_t n) {
+#ifdef WMAT_X86
+    if (kernels_pick() != &k_generic) {
+        q8_quantize_avx2(q, d, x, n);
+        return;
+    }
+#endif
+    q8_quantize_generic(q, d, x, n);
 }
 
 const char *graft_wmat_isa(void) {
