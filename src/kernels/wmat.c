@@ -172,34 +172,27 @@ __attribute__((target("avx2,fma,f16c"))) static void dot4_avx2(float out[4], con
     }
 }
 
-/* acc[0..w) += sum_r x[r] W[r][0..w): rows four at a time, sums in acc (L1).
- * Each step asks for the same lines of the rows `ahead` further down, one
- * line per row per 64 bytes of progress (prefetches spread through the loop
- * keep the memory queue busy without flooding it). */
+/* acc[0..w) += sum_r x[r] W[r][0..w): one row after another, sums in acc
+ * (L1), so the weights are one sequential stream when the rows are whole
+ * (ld == w, as in every caller) and the prefetch GRAFT_PREFETCH_AHEAD bytes
+ * on is the stream's own next lines. Four rows side by side, sharing each
+ * load and store of acc, read GPT-2's F16 Conv1D matrices about a fifth
+ * slower (decode of an F16 safetensors folder, 2 threads). Every sum is the
+ * same chain of multiply-adds, row by row, as it was. */
 __attribute__((target("avx2,fma,f16c"))) static void axpy_avx2(float *acc, int w, const uint16_t *m, size_t ld,
                                                                const float *x, int R, int bf16) {
-    const size_t ahead = (size_t)(GRAFT_PREFETCH_BAND_AHEAD / (2 * w + 1) + 4) * ld;
-    int r = 0;
-    for (; r + 4 <= R; r += 4) {
-        const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-        const __m256 x0 = _mm256_set1_ps(x[r]), x1 = _mm256_set1_ps(x[r + 1]), x2 = _mm256_set1_ps(x[r + 2]),
-                     x3 = _mm256_set1_ps(x[r + 3]);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *p = m + (size_t)r * ld;
+        const __m256 xr = _mm256_set1_ps(x[r]);
         int j = 0;
-        for (; j + 8 <= w; j += 8) {
+        for (; j + 16 <= w; j += 16) {
             if ((j & 31) == 0) /* once per 64-byte line */
-                for (int i = 0; i < 4; i++) graft_prefetch_band(r0 + ahead + (size_t)i * ld + j);
-            __m256 a = _mm256_loadu_ps(acc + j);
-            a = _mm256_fmadd_ps(x0, wide8(r0 + j, bf16), a);
-            a = _mm256_fmadd_ps(x1, wide8(r1 + j, bf16), a);
-            a = _mm256_fmadd_ps(x2, wide8(r2 + j, bf16), a);
-            a = _mm256_fmadd_ps(x3, wide8(r3 + j, bf16), a);
-            _mm256_storeu_ps(acc + j, a);
+                graft_prefetch((const char *)(p + j) + GRAFT_PREFETCH_AHEAD);
+            _mm256_storeu_ps(acc + j, _mm256_fmadd_ps(xr, wide8(p + j, bf16), _mm256_loadu_ps(acc + j)));
+            _mm256_storeu_ps(acc + j + 8, _mm256_fmadd_ps(xr, wide8(p + j + 8, bf16), _mm256_loadu_ps(acc + j + 8)));
         }
-        for (; j < w; j++)
-            acc[j] = acc[j] + x[r] * widen(r0 + j, bf16) + x[r + 1] * widen(r1 + j, bf16) +
-                     x[r + 2] * widen(r2 + j, bf16) + x[r + 3] * widen(r3 + j, bf16);
+        for (; j < w; j++) acc[j] = acc[j] + x[r] * widen(p + j, bf16);
     }
-    axpy_generic(acc, w, m + (size_t)r * ld, ld, x + r, R - r, bf16);
 }
 
 __attribute__((target("avx2,fma,f16c"))) static inline __m256 q8_wide8(const uint8_t *q) {
@@ -336,32 +329,23 @@ __attribute__((target("avx512f"))) static void dot4_avx512(float out[4], const u
     }
 }
 
-/* As axpy_avx2, 16 columns per step. */
+/* As axpy_avx2, a 64-byte line of the row per step. */
 __attribute__((target("avx512f"))) static void axpy_avx512(float *acc, int w, const uint16_t *m, size_t ld,
                                                            const float *x, int R, int bf16) {
-    const size_t ahead = (size_t)(GRAFT_PREFETCH_BAND_AHEAD / (2 * w + 1) + 4) * ld;
-    int r = 0;
-    for (; r + 4 <= R; r += 4) {
-        const uint16_t *r0 = m + (size_t)r * ld, *r1 = r0 + ld, *r2 = r1 + ld, *r3 = r2 + ld;
-        const __m512 x0 = _mm512_set1_ps(x[r]), x1 = _mm512_set1_ps(x[r + 1]), x2 = _mm512_set1_ps(x[r + 2]),
-                     x3 = _mm512_set1_ps(x[r + 3]);
+    for (int r = 0; r < R; r++) {
+        const uint16_t *p = m + (size_t)r * ld;
+        const __m512 xr = _mm512_set1_ps(x[r]);
         int j = 0;
-        for (; j + 16 <= w; j += 16) {
-            if ((j & 31) == 0) /* once per 64-byte line */
-                for (int i = 0; i < 4; i++) graft_prefetch_band(r0 + ahead + (size_t)i * ld + j);
-            __m512 a = _mm512_loadu_ps(acc + j);
-            a = _mm512_fmadd_ps(x0, wide16(r0 + j, bf16), a);
-            a = _mm512_fmadd_ps(x1, wide16(r1 + j, bf16), a);
-            a = _mm512_fmadd_ps(x2, wide16(r2 + j, bf16), a);
-            a = _mm512_fmadd_ps(x3, wide16(r3 + j, bf16), a);
-            _mm512_storeu_ps(acc + j, a);
+        for (; j + 32 <= w; j += 32) {
+            graft_prefetch((const char *)(p + j) + GRAFT_PREFETCH_AHEAD);
+            _mm512_storeu_ps(acc + j, _mm512_fmadd_ps(xr, wide16(p + j, bf16), _mm512_loadu_ps(acc + j)));
+            _mm512_storeu_ps(acc + j + 16,
+                             _mm512_fmadd_ps(xr, wide16(p + j + 16, bf16), _mm512_loadu_ps(acc + j + 16)));
         }
-        for (; j < w; j++)
-            acc[j] = acc[j] + x[r] * widen(r0 + j, bf16) + x[r + 1] * widen(r1 + j, bf16) +
-                     x[r + 2] * widen(r2 + j, bf16) + x[r + 3] * widen(r3 + j, bf16);
+        for (; j < w; j++) acc[j] = acc[j] + x[r] * widen(p + j, bf16);
     }
-    axpy_generic(acc, w, m + (size_t)r * ld, ld, x + r, R - r, bf16);
 }
+
 __attribute__((target("avx512f,f16c"))) static void dot4_q8_avx512(float out[4], const uint8_t *const r[4],
                                                                     const float *x, int L) {
     for (int i = 0; i < 4; i++) { /* rows one after another (top of the file) */
