@@ -25,8 +25,8 @@
  * The dot kernels take four rows per call but read them one after another,
  * so a thread's weights arrive as one sequential stream. Walking the four
  * rows side by side (four interleaved streams, x loaded once for all four)
- * read GPT-2's F16 matrices at 60-75% of the rate of one stream and Q8_0's
- * at about 80% (2 threads, Zen 5 VM; bench/README.md); x is re-read from L1
+ * read GPT-2's F16 matrices at about 70% of the rate of one stream and Q8_0's
+ * at about 80% (2 threads, the AMD EPYC VM; bench/README.md); x is re-read from L1
  * instead, which costs nothing a memory-bound product notices.
  */
 #include "internal.h"
