@@ -152,8 +152,10 @@ static void run_gemv(void *arg) {
     graft_linear_forward_w(c->y, c->x, c->w, NULL, 1, c->K, c->N, c->layout);
 }
 
-static void test_gemv(void) {
-    const int K = 320, N = 416; /* 133,120 weights: shared out */
+/* K x N: 320 x 416 (133,120 weights: shared out; a KN product's 5 bands
+ * summed on rank 0) and 512 x 2600 (8 bands of 2600 sums: the sum shared out
+ * too, in chunks that do not divide N). */
+static void test_gemv(int K, int N) {
     const size_t n = (size_t)K * N;
     float *f = malloc(n * sizeof(float)), *x = malloc((size_t)K * sizeof(float));
     uint16_t *h = malloc(n * 2);
@@ -191,6 +193,39 @@ static void test_gemv(void) {
     }
     graft_set_threads(saved);
     free(f), free(x), free(h), free(q);
+}
+
+/* graft_sum_bands on a team against the sum written out, band by band in
+ * order: equal to the bit, with a stride, alpha and beta. */
+typedef struct sum_case {
+    float *y, *part;
+    int incy, nb, N;
+    float alpha, beta;
+} sum_case;
+
+static void run_sum(void *arg) {
+    sum_case *c = arg;
+    graft_sum_bands(c->y, c->incy, c->alpha, c->beta, c->part, c->nb, c->N);
+}
+
+static void test_sum_bands(void) {
+    const int nb = 8, N = 3001, incy = 3;
+    float *part = malloc((size_t)nb * N * sizeof(float)), *y = malloc((size_t)N * incy * sizeof(float)),
+          *ref = malloc((size_t)N * incy * sizeof(float));
+    for (int i = 0; i < nb * N; i++) part[i] = test_frand(-1.0f, 1.0f);
+    for (int i = 0; i < N * incy; i++) y[i] = ref[i] = test_frand(-1.0f, 1.0f);
+    for (int l = 0; l < N; l++) {
+        float a = part[l];
+        for (int b = 1; b < nb; b++) a += part[(size_t)b * N + l];
+        ref[(size_t)l * incy] = 0.5f * a + 2.0f * ref[(size_t)l * incy];
+    }
+    const int saved = graft_get_threads();
+    graft_set_threads(2);
+    sum_case c = {y, part, incy, nb, N, 0.5f, 2.0f};
+    graft_team_run(run_sum, &c);
+    graft_set_threads(saved);
+    CHECK_MSG(memcmp(y, ref, (size_t)N * incy * sizeof(float)) == 0, "graft_sum_bands on a team differs");
+    free(part), free(y), free(ref);
 }
 
 /* Attention of one new query over a long cache: its heads on the team. */
@@ -306,7 +341,9 @@ int main(void) {
     test_seed(20261206);
     if (graft_get_threads() < 2) graft_set_threads(2); /* a team needs two */
     test_for();
-    test_gemv();
+    test_gemv(320, 416);
+    test_gemv(512, 2600);
+    test_sum_bands();
     test_attention();
     test_decode();
     return test_finish("test_team");

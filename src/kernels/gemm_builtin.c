@@ -248,13 +248,7 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
         }
     }
     graft_par_items(par, n, fn, &g);
-    if (fn != gemv_bands) return;
-    for (int j = 0; j < N; j++) {
-        float a = 0.0f;
-        for (int b = 0; b < g.nb; b++) a += g.part[(size_t)b * N + j];
-        float *yp = y + (size_t)j * incy;
-        *yp = beta == 0.0f ? alpha * a : alpha * a + beta * *yp;
-    }
+    if (fn == gemv_bands) graft_sum_bands(y, incy, alpha, beta, g.part, g.nb, N);
 }
 
 /* ------------------------------------------------------------------ packing */

@@ -38,6 +38,7 @@
     X(graft_swiglu_backward)                                                                       \
     X(graft_add)                                                                                   \
     X(graft_acc)                                                                                   \
+    X(graft_sum_bands)                                                                             \
     X(graft_embed_forward)                                                                         \
     X(graft_embed_backward)                                                                        \
     X(graft_rope_forward)                                                                          \
@@ -219,6 +220,10 @@ void graft_swiglu_backward(float *dgate, float *dup, const float *dout, const fl
 void graft_add(float *out, const float *a, const float *b, size_t n) { table()->graft_add(out, a, b, n); }
 
 void graft_acc(float *dst, const float *src, size_t n) { table()->graft_acc(dst, src, n); }
+
+void graft_sum_bands(float *y, int incy, float alpha, float beta, float *part, int nb, int N) {
+    table()->graft_sum_bands(y, incy, alpha, beta, part, nb, N);
+}
 
 void graft_embed_forward(float *out, const int *ids, const int *pos, const float *wte,
                          const float *wpe, int T, int C) {

@@ -587,11 +587,7 @@ static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, cons
         return;
     }
     gemv_run(j.nb, axpy_bands, &j);
-    for (int l = 0; l < L; l++) {
-        float a = 0.0f;
-        for (int b = 0; b < j.nb; b++) a += j.part[(size_t)b * L + l];
-        y[l] = beta == 0.0f ? a : y[l] + a;
-    }
+    graft_sum_bands(y, 1, 1.0f, beta, j.part, j.nb, L);
 }
 
 /* ------------------------------------------------------------------ widened slices */
