@@ -85,6 +85,7 @@ float *graft_scratch(int slot, size_t n);
 #define GRAFT_ISA_CAT(f, isa) GRAFT_ISA_CAT_(f, isa)
 #define graft_gemm_builtin GRAFT_ISA_CAT(graft_gemm_builtin, GRAFT_ISA_NAME)
 #define graft_gemm_serial GRAFT_ISA_CAT(graft_gemm_serial, GRAFT_ISA_NAME)
+#define graft_gemv_bias GRAFT_ISA_CAT(graft_gemv_bias, GRAFT_ISA_NAME)
 #define graft_layernorm_forward GRAFT_ISA_CAT(graft_layernorm_forward, GRAFT_ISA_NAME)
 #define graft_layernorm_backward GRAFT_ISA_CAT(graft_layernorm_backward, GRAFT_ISA_NAME)
 #define graft_rmsnorm_forward GRAFT_ISA_CAT(graft_rmsnorm_forward, GRAFT_ISA_NAME)
@@ -160,6 +161,12 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
  * parallel region (attention's per-head products), where BLAS must not run. */
 void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
+/* y[N] = x[K] W + b for one row x, b NULL for none: W [K, N] (kmajor) or
+ * [N, K], unit strides; the built-in GEMV, shared out on a decode team. The
+ * bias is added where each output is written, so a decode step's linear map
+ * no longer copies the bias into y first (serial work on the team's rank 0,
+ * reading the bias from the mapping: about 1% of a GPT-2 F32 token). */
+void graft_gemv_bias(float *y, const float *x, const float *w, const float *b, int K, int N, int kmajor);
 /* exp(x) in float, about 1 ulp, written so that loops over it vectorize
  * (declare simd: such loops call its SIMD clones; every clone and the scalar
  * form return the same bits, see vmath.c). */
@@ -247,11 +254,12 @@ void graft_add(float *out, const float *a, const float *b, size_t n); /* out = a
 void graft_acc(float *dst, const float *src, size_t n);                /* dst += src */
 /* The end of a GEMV done in bands of rows (nb partial rows of N sums, part
  * [nb][N]): y[n * incy] = alpha * sum_b part[b][n] + beta * y[n * incy]
- * (beta 0: y is not read), the bands added in order b = 0, 1, ... whoever
+ * (beta 0: y is not read; with a bias, + bias[n] in place of the beta
+ * term), the bands added in order b = 0, 1, ... whoever
  * does it. part's row 0 is overwritten. On a decode team big sums are shared
  * out in column chunks: done on rank 0 alone, it was 3% of a GPT-2 decode
  * from an F16 folder, with the other rank idle. */
-void graft_sum_bands(float *y, int incy, float alpha, float beta, float *part, int nb, int N);
+void graft_sum_bands(float *y, int incy, float alpha, float beta, const float *bias, float *part, int nb, int N);
 
 /* ------------------------------------------------------------------ embedding */
 

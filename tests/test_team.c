@@ -142,14 +142,14 @@ typedef struct gemv_case {
     graft_wmat w;
     graft_layout layout;
     int K, N;
-    const float *x;
+    const float *x, *bias;
     float *y;
 } gemv_case;
 
 static void run_gemv(void *arg) {
     gemv_case *c = arg;
     CHECK(graft_team_active());
-    graft_linear_forward_w(c->y, c->x, c->w, NULL, 1, c->K, c->N, c->layout);
+    graft_linear_forward_w(c->y, c->x, c->w, c->bias, 1, c->K, c->N, c->layout);
 }
 
 /* K x N: 320 x 416 (133,120 weights: shared out; a KN product's 5 bands
@@ -180,17 +180,28 @@ static void test_gemv(int K, int N) {
         {{h, GRAFT_F16, 0}, GRAFT_W_NK, "F16 NK"},  {{q, GRAFT_WMAT_Q8_0, 0}, GRAFT_W_NK, "Q8_0 NK"},
     };
     const int saved = graft_get_threads();
+    float *bias = malloc((size_t)N * sizeof(float));
+    for (int i = 0; i < N; i++) bias[i] = test_frand(-1.0f, 1.0f);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        float *y1 = malloc((size_t)N * sizeof(float)), *y2 = malloc((size_t)N * sizeof(float));
+        float *y1 = malloc((size_t)N * sizeof(float)), *y2 = malloc((size_t)N * sizeof(float)),
+              *y3 = malloc((size_t)N * sizeof(float));
         graft_set_threads(1);
         graft_linear_forward_w(y1, x, cases[c].w, NULL, 1, K, N, cases[c].layout);
         graft_set_threads(2);
-        gemv_case g = {cases[c].w, cases[c].layout, K, N, x, y2};
+        gemv_case g = {cases[c].w, cases[c].layout, K, N, x, NULL, y2};
         graft_team_run(run_gemv, &g);
         CHECK_MSG(memcmp(y1, y2, (size_t)N * sizeof(float)) == 0, "%s: team result differs from one thread",
                   cases[c].name);
-        free(y1), free(y2);
+        /* with a bias, added where each output is written: the same sums plus the bias, to the bit */
+        g.bias = bias;
+        g.y = y3;
+        graft_team_run(run_gemv, &g);
+        int bad = 0;
+        for (int i = 0; i < N; i++) bad += y3[i] != y1[i] + bias[i];
+        CHECK_MSG(bad == 0, "%s: %d outputs with a bias are not the product plus the bias", cases[c].name, bad);
+        free(y1), free(y2), free(y3);
     }
+    free(bias);
     graft_set_threads(saved);
     free(f), free(x), free(h), free(q);
 }
@@ -199,33 +210,41 @@ static void test_gemv(int K, int N) {
  * order: equal to the bit, with a stride, alpha and beta. */
 typedef struct sum_case {
     float *y, *part;
+    const float *bias;
     int incy, nb, N;
     float alpha, beta;
 } sum_case;
 
 static void run_sum(void *arg) {
     sum_case *c = arg;
-    graft_sum_bands(c->y, c->incy, c->alpha, c->beta, c->part, c->nb, c->N);
+    graft_sum_bands(c->y, c->incy, c->alpha, c->beta, c->bias, c->part, c->nb, c->N);
 }
 
 static void test_sum_bands(void) {
     const int nb = 8, N = 3001, incy = 3;
-    float *part = malloc((size_t)nb * N * sizeof(float)), *y = malloc((size_t)N * incy * sizeof(float)),
+    float *part = malloc((size_t)nb * N * sizeof(float)), *keep = malloc((size_t)nb * N * sizeof(float)),
+          *bias = malloc((size_t)N * sizeof(float)), *y = malloc((size_t)N * incy * sizeof(float)),
           *ref = malloc((size_t)N * incy * sizeof(float));
-    for (int i = 0; i < nb * N; i++) part[i] = test_frand(-1.0f, 1.0f);
-    for (int i = 0; i < N * incy; i++) y[i] = ref[i] = test_frand(-1.0f, 1.0f);
-    for (int l = 0; l < N; l++) {
-        float a = part[l];
-        for (int b = 1; b < nb; b++) a += part[(size_t)b * N + l];
-        ref[(size_t)l * incy] = 0.5f * a + 2.0f * ref[(size_t)l * incy];
-    }
+    for (int i = 0; i < nb * N; i++) keep[i] = test_frand(-1.0f, 1.0f);
+    for (int i = 0; i < N; i++) bias[i] = test_frand(-1.0f, 1.0f);
     const int saved = graft_get_threads();
     graft_set_threads(2);
-    sum_case c = {y, part, incy, nb, N, 0.5f, 2.0f};
-    graft_team_run(run_sum, &c);
+    for (int with_bias = 0; with_bias < 2; with_bias++) { /* y = 0.5 sum + 2 y, then 0.5 sum + bias */
+        memcpy(part, keep, (size_t)nb * N * sizeof(float));
+        for (int i = 0; i < N * incy; i++) y[i] = ref[i] = test_frand(-1.0f, 1.0f);
+        for (int l = 0; l < N; l++) {
+            float a = keep[l];
+            for (int b = 1; b < nb; b++) a += keep[(size_t)b * N + l];
+            float *r = ref + (size_t)l * incy;
+            *r = with_bias ? 0.5f * a + bias[l] : 0.5f * a + 2.0f * *r;
+        }
+        sum_case c = {y, part, with_bias ? bias : NULL, incy, nb, N, 0.5f, 2.0f};
+        graft_team_run(run_sum, &c);
+        CHECK_MSG(memcmp(y, ref, (size_t)N * incy * sizeof(float)) == 0, "graft_sum_bands on a team differs (bias %d)",
+                  with_bias);
+    }
     graft_set_threads(saved);
-    CHECK_MSG(memcmp(y, ref, (size_t)N * incy * sizeof(float)) == 0, "graft_sum_bands on a team differs");
-    free(part), free(y), free(ref);
+    free(part), free(keep), free(bias), free(y), free(ref);
 }
 
 /* Attention of one new query over a long cache: its heads on the team. */

@@ -26,6 +26,7 @@ typedef struct sum_job {
     float *y;
     int incy;
     float alpha, beta;
+    const float *bias;
     float *part;
     int nb, N;
 } sum_job;
@@ -41,13 +42,14 @@ static void sum_chunks(void *arg, int c0, int c1) {
     }
     for (int l = 0; l < n; l++) {
         float *yp = j->y + (size_t)(l0 + l) * j->incy;
-        *yp = j->beta == 0.0f ? j->alpha * a[l] : j->alpha * a[l] + j->beta * *yp;
+        *yp = j->bias ? j->alpha * a[l] + j->bias[l0 + l]
+              : j->beta == 0.0f ? j->alpha * a[l] : j->alpha * a[l] + j->beta * *yp;
     }
 }
 
-void graft_sum_bands(float *y, int incy, float alpha, float beta, float *part, int nb, int N) {
+void graft_sum_bands(float *y, int incy, float alpha, float beta, const float *bias, float *part, int nb, int N) {
     if (N <= 0 || nb <= 0) return;
-    sum_job j = {y, incy, alpha, beta, part, nb, N};
+    sum_job j = {y, incy, alpha, beta, bias, part, nb, N};
     graft_par_items(graft_team_active() && (double)nb * N > SUM_PAR_MIN, (N + SUM_CHUNK - 1) / SUM_CHUNK,
                     sum_chunks, &j);
 }

@@ -171,10 +171,17 @@ typedef struct gemv_job {
     int N, K, ld, incy;
     float alpha, beta;
     const float *m, *x;
+    const float *bias; /* y[n] = alpha acc + bias[n] instead of the beta term, or NULL */
     float *y;
     float *part; /* k-major in bands: nb partial rows of N sums */
     int nb;
 } gemv_job;
+
+/* y[n] = alpha acc + (bias[n] or beta y[n]); beta 0 does not read y */
+static inline void put_y(const gemv_job *g, int n, float acc) {
+    float *yp = g->y + (size_t)n * g->incy;
+    *yp = g->bias ? g->alpha * acc + g->bias[n] : g->beta == 0.0f ? g->alpha * acc : g->alpha * acc + g->beta * *yp;
+}
 
 /* k-major: bands [b0, b1) of rows, band b = rows [K b / nb, K (b + 1) / nb),
  * each summed over whole rows into partial row b. */
@@ -197,10 +204,7 @@ static void gemv_chunks(void *arg, int c0, int c1) {
         float acc[GEMV_CHUNK];
         for (int j = 0; j < w; j++) acc[j] = 0.0f;
         axpy_rows(acc, w, g->K, g->m + n0, g->ld, g->x);
-        for (int j = 0; j < w; j++) {
-            float *yp = g->y + (size_t)(n0 + j) * g->incy;
-            *yp = g->beta == 0.0f ? g->alpha * acc[j] : g->alpha * acc[j] + g->beta * *yp;
-        }
+        for (int j = 0; j < w; j++) put_y(g, n0 + j, acc[j]);
     }
 }
 
@@ -214,10 +218,7 @@ static void gemv_groups(void *arg, int q0, int q1) {
         for (int i = 0; i < 4; i++) r[i] = g->m + (size_t)(n0 + (i < nn ? i : 0)) * g->ld;
         float s[4];
         dot4(s, g->K, g->x, r[0], r[1], r[2], r[3]);
-        for (int j = 0; j < nn; j++) {
-            float *yp = g->y + (size_t)(n0 + j) * g->incy;
-            *yp = g->beta == 0.0f ? g->alpha * s[j] : g->alpha * s[j] + g->beta * *yp;
-        }
+        for (int j = 0; j < nn; j++) put_y(g, n0 + j, s[j]);
     }
 }
 
@@ -229,9 +230,9 @@ static void gemv_groups(void *arg, int q0, int q1) {
  * OpenMP team.
  */
 static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, const float *x,
-                 float beta, float *y, int incy, int threads) {
+                 float beta, const float *bias, float *y, int incy, int threads) {
     const int big = (double)N * K > GRAFT_GEMV_PAR_MIN, par = threads && big;
-    gemv_job g = {N, K, ld, incy, alpha, beta, m, x, y, NULL, 1};
+    gemv_job g = {N, K, ld, incy, alpha, beta, m, x, bias, y, NULL, 1};
     graft_team_fn fn = kmajor ? gemv_chunks : gemv_groups;
     int n = kmajor ? (N + GEMV_CHUNK - 1) / GEMV_CHUNK : (N + 3) / 4;
     if (kmajor && big) {
@@ -248,7 +249,7 @@ static void gemv(int N, int K, float alpha, const float *m, int ld, int kmajor, 
         }
     }
     graft_par_items(par, n, fn, &g);
-    if (fn == gemv_bands) graft_sum_bands(y, incy, alpha, beta, g.part, g.nb, N);
+    if (fn == gemv_bands) graft_sum_bands(y, incy, alpha, beta, bias, g.part, g.nb, N);
 }
 
 /* ------------------------------------------------------------------ packing */
@@ -625,9 +626,9 @@ static void gemm_driver(int transA, int transB, int M, int N, int K, float alpha
             x = xbuf;
         }
         if (M == 1)
-            gemv(N, K, alpha, B, ldb, !transB, x, beta, C, 1, threads);
+            gemv(N, K, alpha, B, ldb, !transB, x, beta, NULL, C, 1, threads);
         else
-            gemv(M, K, alpha, A, lda, transA, x, beta, C, ldc, threads);
+            gemv(M, K, alpha, A, lda, transA, x, beta, NULL, C, ldc, threads);
         graft_free_aligned(xbuf);
         return;
     }
@@ -732,6 +733,16 @@ _Pragma("omp barrier")
 void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     gemm_driver(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
+}
+
+void graft_gemv_bias(float *y, const float *x, const float *w, const float *b, int K, int N, int kmajor) {
+    if (N <= 0) return;
+    if (K <= 0) { /* an empty product: the bias alone */
+        for (int n = 0; n < N; n++) y[n] = b ? b[n] : 0.0f;
+        return;
+    }
+    /* threads 1: graft_par_items runs it here when inside another region */
+    gemv(N, K, 1.0f, w, kmajor ? N : K, kmajor, x, 0.0f, b, y, 1, 1);
 }
 
 /* Same contract as graft_gemm_builtin, but never starts threads. */

@@ -28,6 +28,7 @@
 #define GRAFT_ISA_FNS(X)                                                                           \
     X(graft_gemm_builtin)                                                                          \
     X(graft_gemm_serial)                                                                           \
+    X(graft_gemv_bias)                                                                             \
     X(graft_layernorm_forward)                                                                     \
     X(graft_layernorm_backward)                                                                    \
     X(graft_rmsnorm_forward)                                                                       \
@@ -182,6 +183,10 @@ void graft_gemm_serial(int transA, int transB, int M, int N, int K, float alpha,
     table()->graft_gemm_serial(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void graft_gemv_bias(float *y, const float *x, const float *w, const float *b, int K, int N, int kmajor) {
+    table()->graft_gemv_bias(y, x, w, b, K, N, kmajor);
+}
+
 void graft_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                              const float *b, int T, int C, float eps) {
     table()->graft_layernorm_forward(out, mean, rstd, x, w, b, T, C, eps);
@@ -221,8 +226,8 @@ void graft_add(float *out, const float *a, const float *b, size_t n) { table()->
 
 void graft_acc(float *dst, const float *src, size_t n) { table()->graft_acc(dst, src, n); }
 
-void graft_sum_bands(float *y, int incy, float alpha, float beta, float *part, int nb, int N) {
-    table()->graft_sum_bands(y, incy, alpha, beta, part, nb, N);
+void graft_sum_bands(float *y, int incy, float alpha, float beta, const float *bias, float *part, int nb, int N) {
+    table()->graft_sum_bands(y, incy, alpha, beta, bias, part, nb, N);
 }
 
 void graft_embed_forward(float *out, const int *ids, const int *pos, const float *wte,

@@ -563,7 +563,8 @@ static void gemv_dot(float *y, float beta, const float *bias, const graft_wmat *
     gemv_run((R + 3) / 4, dot_groups, &j);
 }
 
-/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L.
+/* y[l] = beta y[l] + sum_r x[r] W[r][l] for l < L (with a bias: bias[l] +
+ * the sum, beta 0).
  *
  * Whole rows in bands: each thread streams a contiguous run of rows into its
  * own partial sums, added up at the end. Splitting the columns instead (every
@@ -571,15 +572,21 @@ static void gemv_dot(float *y, float beta, const float *bias, const graft_wmat *
  * matrices at half the rate of the dot-shaped GEMV on 2 threads (22 against
  * 46 GB/s, F16); bands read them at 42-44. The number of bands comes from
  * the shape alone, so the sums do not depend on the thread count. */
-static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, const float *x, int R, int L) {
+static void gemv_axpy(float *y, float beta, const float *bias, const graft_wmat *w, size_t ld, const float *x, int R,
+                      int L) {
     gemv_job j = {kernels_pick(), y, beta, w, ld, x, R, L, NULL, NULL, NULL, NULL, 1, NULL};
+    if (w->dtype != GRAFT_WMAT_Q8_0 && (double)R * L > PAR_MIN_ELEMS) {
+        j.nb = R / AXPY_BAND_MIN_ROWS < AXPY_BANDS ? R / AXPY_BAND_MIN_ROWS : AXPY_BANDS;
+        if (j.nb > 1 && !(j.part = graft_scratch(GRAFT_SCRATCH_GEMV, (size_t)j.nb * L))) j.nb = 1;
+    }
+    if (bias && j.nb <= 1) { /* the paths that sum into y: start y from the bias */
+        memcpy(y, bias, (size_t)L * sizeof(float));
+        j.beta = beta = 1.0f;
+        bias = NULL;
+    }
     if (w->dtype == GRAFT_WMAT_Q8_0) {
         gemv_run((L + AXPY_CHUNK - 1) / AXPY_CHUNK, axpy_q8_chunks, &j);
         return;
-    }
-    if ((double)R * L > PAR_MIN_ELEMS) {
-        j.nb = R / AXPY_BAND_MIN_ROWS < AXPY_BANDS ? R / AXPY_BAND_MIN_ROWS : AXPY_BANDS;
-        if (j.nb > 1 && !(j.part = graft_scratch(GRAFT_SCRATCH_GEMV, (size_t)j.nb * L))) j.nb = 1;
     }
     if (j.nb <= 1) { /* small, or no room for the partial sums: one band, into y */
         if (beta == 0.0f) memset(y, 0, (size_t)L * sizeof(float));
@@ -587,7 +594,7 @@ static void gemv_axpy(float *y, float beta, const graft_wmat *w, size_t ld, cons
         return;
     }
     gemv_run(j.nb, axpy_bands, &j);
-    graft_sum_bands(y, 1, 1.0f, beta, j.part, j.nb, L);
+    graft_sum_bands(y, 1, 1.0f, beta, bias, j.part, j.nb, L);
 }
 
 /* ------------------------------------------------------------------ widened slices */
@@ -660,14 +667,14 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
         gemv_dot(y, 0.0f, b, &w, ld, x, N, K);
         return;
     }
+    if (M == 1) { /* W [K, N]: rows of W weighted by x, the bias added with the band sums */
+        gemv_axpy(y, 0.0f, b, &w, ld, x, K, N);
+        return;
+    }
     float beta = 0.0f;
     if (b) {
         for (int i = 0; i < M; i++) memcpy(y + (size_t)i * N, b, (size_t)N * sizeof(float));
         beta = 1.0f;
-    }
-    if (M == 1) { /* W [K, N]: rows of W weighted by x */
-        gemv_axpy(y, beta, &w, ld, x, K, N);
-        return;
     }
     /* Slices of whole rows of W, widened, then the f32 GEMM. */
     const int sr = slice_rows(L);
@@ -678,7 +685,7 @@ void graft_linear_forward_w(float *y, const float *x, graft_wmat w, const float 
             if (layout == GRAFT_W_NK)
                 gemv_dot(yi, beta, NULL, &w, ld, x + (size_t)i * K, N, K);
             else
-                gemv_axpy(yi, beta, &w, ld, x + (size_t)i * K, K, N);
+                gemv_axpy(yi, beta, NULL, &w, ld, x + (size_t)i * K, K, N);
         }
         return;
     }
@@ -708,7 +715,7 @@ void graft_linear_backward_dx_w(float *dx, const float *dy, graft_wmat w, int M,
             float *dxi = dx + (size_t)i * K;
             const float *dyi = dy + (size_t)i * N;
             if (layout == GRAFT_W_NK) /* dx[k] += sum_n dy[n] W[n][k] */
-                gemv_axpy(dxi, 1.0f, &w, ld, dyi, N, K);
+                gemv_axpy(dxi, 1.0f, NULL, &w, ld, dyi, N, K);
             else /* W [K, N]: dx[k] += W[k] . dy */
                 gemv_dot(dxi, 1.0f, NULL, &w, ld, dyi, K, N);
         }
