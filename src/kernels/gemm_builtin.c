@@ -737,11 +737,8 @@ void graft_gemm_builtin(int transA, int transB, int M, int N, int K, float alpha
 
 void graft_gemv_bias(float *y, const float *x, const float *w, const float *b, int K, int N, int kmajor) {
     if (N <= 0) return;
-    if (K <= 0) { /* an empty product: the bias alone */
-        for (int n = 0; n < N; n++) y[n] = b ? b[n] : 0.0f;
-        return;
-    }
-    /* threads 1: graft_par_items runs it here when inside another region */
+    /* threads 1: graft_par_items runs it here when inside another region;
+     * K = 0 leaves sums of zero, so y = b (or 0) */
     gemv(N, K, 1.0f, w, kmajor ? N : K, kmajor, x, 0.0f, b, y, 1, 1);
 }
 

@@ -14,7 +14,7 @@
 void graft_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
                           int N, graft_layout layout) {
     if (M <= 0 || N <= 0) return;
-    if (M == 1 && b) { /* a decode step: the bias goes in where each output is written */
+    if (M == 1) { /* a decode step: the GEMV, the bias added where each output is written */
         graft_gemv_bias(y, x, w, b, K, N, layout == GRAFT_W_KN);
         return;
     }
